@@ -1,0 +1,38 @@
+//! The actor that hosts one service instance.
+
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use crate::behavior::Behavior;
+
+/// Makes a fresh [`Behavior`] for every start and restart of an instance.
+pub type Factory<B> = Arc<dyn Fn() -> B + Send + Sync>;
+
+pub(crate) struct InstanceActor<B: Behavior> {
+    pub(crate) factory: Factory<B>,
+}
+
+impl<B: Behavior> Actor for InstanceActor<B> {
+    type Msg = B::Msg;
+    type State = B;
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        _args: (),
+    ) -> Result<B, ActorProcessingErr> {
+        Ok((self.factory)())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut B,
+    ) -> Result<(), ActorProcessingErr> {
+        state.handle(msg).await;
+        Ok(())
+    }
+}

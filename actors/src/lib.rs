@@ -1,0 +1,51 @@
+//! colony's building blocks, written as actors that talk in messages.
+//!
+//! Today this crate holds service supervision: [`supervise`] starts a supervisor actor that runs
+//! N instances of a [`Behavior`] and restarts any instance that panics or stops, one-for-one,
+//! within a [`RestartPolicy`] budget (ractor itself has no restart strategies: its default is to
+//! stop the parent when a child dies). Callers reach the instances through [`Instances`], a
+//! table the supervisor keeps current, so a call never waits on the supervisor.
+//!
+//! The selector, topic and lock actors of later milestones live here too.
+//!
+//! ```
+//! # #[tokio::main] async fn main() {
+//! use std::sync::Arc;
+//! use colony_actors::{supervise, Behavior, RestartPolicy, ServiceSpec};
+//!
+//! struct Counter(u64);
+//! impl Behavior for Counter {
+//!     type Msg = tokio::sync::oneshot::Sender<u64>;
+//!     async fn handle(&mut self, reply: Self::Msg) {
+//!         self.0 += 1;
+//!         let _ = reply.send(self.0);
+//!     }
+//! }
+//!
+//! let service = supervise(ServiceSpec {
+//!     name: "counter".into(),
+//!     instances: 2,
+//!     factory: Arc::new(|| Counter(0)),
+//!     policy: RestartPolicy::default(),
+//! }).await.unwrap();
+//! let (tx, rx) = tokio::sync::oneshot::channel();
+//! service.instances.pick().unwrap().send_message(tx).unwrap();
+//! assert_eq!(rx.await.unwrap(), 1);
+//! service.supervisor.stop_and_wait(None, None).await.unwrap();
+//! # }
+//! ```
+
+mod behavior;
+mod instance;
+mod instances;
+mod restart;
+mod supervisor;
+
+pub use behavior::Behavior;
+pub use instance::Factory;
+pub use instances::Instances;
+pub use restart::{RestartPolicy, Strategy};
+pub use supervisor::{supervise, ServiceSpec, Supervised};
+
+/// ractor, re-exported so users of [`Instances`] name the same `ActorRef` type.
+pub use ractor;

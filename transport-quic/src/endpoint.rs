@@ -1,0 +1,130 @@
+//! A node's QUIC endpoint: it accepts connections from peers and opens streams to them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::{RecvStream, SendStream};
+
+use crate::config::TransportConfig;
+use crate::error::{BindError, IdentityError, OpenError};
+use crate::identity::Identity;
+use crate::pool::Pool;
+
+/// A bound QUIC endpoint with mutual TLS and a connection pool. Cheap to clone.
+#[derive(Clone)]
+pub struct Endpoint {
+    quinn: quinn::Endpoint,
+    pool: Arc<Pool>,
+    server_config: quinn::ServerConfig,
+    config: Arc<TransportConfig>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("local_addr", &self.quinn.local_addr().ok())
+            .finish_non_exhaustive()
+    }
+}
+
+fn quic_err(e: impl std::fmt::Display) -> IdentityError {
+    IdentityError::Pem(format!("QUIC TLS config: {e}"))
+}
+
+impl Endpoint {
+    /// Binds a UDP socket on `addr` and serves and dials with `identity`.
+    ///
+    /// Must be called inside a tokio runtime.
+    pub fn bind(
+        addr: SocketAddr,
+        identity: &Identity,
+        config: TransportConfig,
+    ) -> Result<Self, BindError> {
+        let transport = Arc::new(config.quinn());
+        let server_tls = quinn::crypto::rustls::QuicServerConfig::try_from(
+            identity.server_config()?,
+        )
+        .map_err(quic_err)?;
+        let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(server_tls));
+        server_config.transport_config(transport.clone());
+        let client_tls =
+            quinn::crypto::rustls::QuicClientConfig::try_from(identity.client_config()?)
+                .map_err(quic_err)?;
+        let mut client_config = quinn::ClientConfig::new(Arc::new(client_tls));
+        client_config.transport_config(transport);
+
+        let mut quinn = quinn::Endpoint::server(server_config.clone(), addr)
+            .map_err(|source| BindError::Io { addr, source })?;
+        quinn.set_default_client_config(client_config);
+        Ok(Self {
+            quinn,
+            pool: Arc::default(),
+            server_config,
+            config: Arc::new(config),
+        })
+    }
+
+    /// The address peers reach this endpoint at (useful after binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.quinn
+            .local_addr()
+            .expect("a bound UDP socket has a local address")
+    }
+
+    /// The limits this endpoint applies.
+    pub fn config(&self) -> &TransportConfig {
+        &self.config
+    }
+
+    /// Waits for the next incoming connection attempt; `None` once the endpoint is closed.
+    pub async fn accept(&self) -> Option<quinn::Incoming> {
+        self.quinn.accept().await
+    }
+
+    /// Opens a bi-directional stream to `peer`, dialling or re-dialling its pooled connection.
+    ///
+    /// Bounded by [`TransportConfig::open_timeout`], so a peer at its stream limit or an
+    /// unreachable address gives an error instead of a silent wait.
+    pub async fn open(&self, peer: SocketAddr) -> Result<(SendStream, RecvStream), OpenError> {
+        let attempt = async {
+            // A pooled connection may have died since it was last used: one fresh dial is
+            // allowed before giving up.
+            let mut retried = false;
+            loop {
+                let conn = self.pool.connection(&self.quinn, peer).await?;
+                match conn.open_bi().await {
+                    Ok(streams) => return Ok(streams),
+                    Err(source) => {
+                        self.pool.forget(peer, &conn);
+                        if retried {
+                            return Err(OpenError::Connection { addr: peer, source });
+                        }
+                        retried = true;
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(self.config.open_timeout, attempt)
+            .await
+            .map_err(|_| OpenError::Timeout { addr: peer })?
+    }
+
+    /// Refuses new incoming connections; existing ones keep working.
+    pub fn stop_accepting(&self) {
+        self.quinn.set_server_config(None);
+    }
+
+    /// Accepts incoming connections again after [`stop_accepting`](Self::stop_accepting).
+    pub fn resume_accepting(&self) {
+        self.quinn.set_server_config(Some(self.server_config.clone()));
+    }
+
+    /// Closes every connection and waits (at most `grace`) for peers to be told.
+    pub async fn close(&self, grace: Duration) {
+        self.pool.close_all();
+        self.quinn
+            .close(crate::frame::codes::SHUTDOWN, b"shutdown");
+        let _ = tokio::time::timeout(grace, self.quinn.wait_idle()).await;
+    }
+}
