@@ -126,7 +126,10 @@ impl<B: Behavior> Actor for Supervisor<B> {
     ) -> Result<(), ActorProcessingErr> {
         self.instances.clear();
         myself
-            .stop_children_and_wait(Some("service stopping".into()), Some(CHILD_STOP_GRACE.into()))
+            .stop_children_and_wait(
+                Some("service stopping".into()),
+                Some(CHILD_STOP_GRACE.into()),
+            )
             .await;
         Ok(())
     }
@@ -208,9 +211,17 @@ mod tests {
         let s = start(RestartPolicy::default()).await;
         assert_eq!(count(&s).await, Some(1));
         assert_eq!(count(&s).await, Some(2));
-        s.instances.pick().unwrap().send_message(Ask::Panic).unwrap();
+        s.instances
+            .pick()
+            .unwrap()
+            .send_message(Ask::Panic)
+            .unwrap();
         wait_until(|| s.instances.restarts() == 1 && s.instances.live() == 1).await;
-        assert_eq!(count(&s).await, Some(1), "restarted instance starts from the factory");
+        assert_eq!(
+            count(&s).await,
+            Some(1),
+            "restarted instance starts from the factory"
+        );
         s.supervisor.stop_and_wait(None, None).await.unwrap();
         assert_eq!(s.instances.live(), 0);
     }
@@ -224,10 +235,18 @@ mod tests {
         };
         let s = start(policy).await;
         for restarts in 1..=2 {
-            s.instances.pick().unwrap().send_message(Ask::Panic).unwrap();
+            s.instances
+                .pick()
+                .unwrap()
+                .send_message(Ask::Panic)
+                .unwrap();
             wait_until(|| s.instances.restarts() == restarts && s.instances.live() == 1).await;
         }
-        s.instances.pick().unwrap().send_message(Ask::Panic).unwrap();
+        s.instances
+            .pick()
+            .unwrap()
+            .send_message(Ask::Panic)
+            .unwrap();
         tokio::time::timeout(Duration::from_secs(10), s.supervisor.wait(None))
             .await
             .expect("supervisor should stop")

@@ -193,7 +193,10 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
         let first = ClusterCa::load_or_create(&dir).unwrap();
         let second = ClusterCa::load_or_create(&dir).unwrap();
-        assert_eq!(first.cert_der, second.cert_der, "second call must reuse the CA");
+        assert_eq!(
+            first.cert_der, second.cert_der,
+            "second call must reuse the CA"
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

@@ -42,10 +42,9 @@ impl Endpoint {
         config: TransportConfig,
     ) -> Result<Self, BindError> {
         let transport = Arc::new(config.quinn());
-        let server_tls = quinn::crypto::rustls::QuicServerConfig::try_from(
-            identity.server_config()?,
-        )
-        .map_err(quic_err)?;
+        let server_tls =
+            quinn::crypto::rustls::QuicServerConfig::try_from(identity.server_config()?)
+                .map_err(quic_err)?;
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(server_tls));
         server_config.transport_config(transport.clone());
         let client_tls =
@@ -117,14 +116,19 @@ impl Endpoint {
 
     /// Accepts incoming connections again after [`stop_accepting`](Self::stop_accepting).
     pub fn resume_accepting(&self) {
-        self.quinn.set_server_config(Some(self.server_config.clone()));
+        self.quinn
+            .set_server_config(Some(self.server_config.clone()));
+    }
+
+    /// Closes every connection at once, without waiting for peers to acknowledge.
+    pub fn close_now(&self) {
+        self.pool.close_all();
+        self.quinn.close(crate::frame::codes::SHUTDOWN, b"shutdown");
     }
 
     /// Closes every connection and waits (at most `grace`) for peers to be told.
     pub async fn close(&self, grace: Duration) {
-        self.pool.close_all();
-        self.quinn
-            .close(crate::frame::codes::SHUTDOWN, b"shutdown");
+        self.close_now();
         let _ = tokio::time::timeout(grace, self.quinn.wait_idle()).await;
     }
 }

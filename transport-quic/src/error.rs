@@ -74,6 +74,24 @@ pub enum OpenError {
     },
 }
 
+impl OpenError {
+    /// True when the TLS handshake refused a certificate (ours or the peer's): the peer is not
+    /// a member of this cluster, or we are not a member of its cluster.
+    pub fn is_auth_failure(&self) -> bool {
+        fn tls_alert(code: quinn::TransportErrorCode) -> bool {
+            (0x100..=0x1ff).contains(&u64::from(code))
+        }
+        match self {
+            OpenError::Connection { source, .. } => match source {
+                quinn::ConnectionError::TransportError(e) => tls_alert(e.code),
+                quinn::ConnectionError::ConnectionClosed(close) => tls_alert(close.error_code),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
 /// Reading a frame failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {

@@ -63,7 +63,9 @@ impl Pool {
 
     pub(crate) fn close_all(&self) {
         for entry in self.live.iter() {
-            entry.value().close(crate::frame::codes::SHUTDOWN, b"shutdown");
+            entry
+                .value()
+                .close(crate::frame::codes::SHUTDOWN, b"shutdown");
         }
         self.live.clear();
     }

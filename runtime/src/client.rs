@@ -1,0 +1,240 @@
+//! Calling services: in-process through the mailbox, or on another node over QUIC.
+
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use colony_quic::frame;
+use colony_quic::{OpenError, ReadError, WriteError};
+
+use crate::codec::ContentType;
+use crate::context::{Context, Metadata};
+use crate::error::{Code, Error};
+use crate::message::Message;
+use crate::node::Shared;
+use crate::service::settle;
+use crate::wire::{decode_header, encode_header, ReplyHeader, RequestHeader};
+
+/// Calls services, typed: `client.call("greeter", Hello { .. }).await?` returns `HelloReply`.
+///
+/// A call to a service on this node goes straight into an instance's mailbox with no encoding;
+/// a call with [`Call::at`] goes to that node over QUIC. Both give the same replies and errors.
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("node", &self.shared.name)
+            .finish()
+    }
+}
+
+impl Client {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    /// Calls `service` on this node with the default options.
+    pub async fn call<M: Message>(&self, service: &str, request: M) -> Result<M::Reply, Error> {
+        self.request(service, request).send().await
+    }
+
+    /// Calls `service` on the node at `node` with the default options.
+    pub async fn call_at<M: Message>(
+        &self,
+        node: SocketAddr,
+        service: &str,
+        request: M,
+    ) -> Result<M::Reply, Error> {
+        self.request(service, request).at(node).send().await
+    }
+
+    /// A call with options: `client.request("greeter", msg).timeout(d).json().at(addr).await`.
+    pub fn request<'c, M: Message>(&'c self, service: &'c str, request: M) -> Call<'c, M> {
+        Call {
+            client: self,
+            service,
+            request,
+            node: None,
+            timeout: None,
+            content_type: ContentType::default(),
+            metadata: Metadata::default(),
+        }
+    }
+}
+
+/// One call being set up; `.await` it (or call [`send`](Call::send)) to make it.
+#[must_use = "a call is made only when awaited"]
+pub struct Call<'c, M> {
+    client: &'c Client,
+    service: &'c str,
+    request: M,
+    node: Option<SocketAddr>,
+    timeout: Option<Duration>,
+    content_type: ContentType,
+    metadata: Metadata,
+}
+
+impl<'c, M: Message> Call<'c, M> {
+    /// Sends the call to the node at `addr` (this node's own address stays in-process).
+    pub fn at(mut self, addr: SocketAddr) -> Self {
+        self.node = Some(addr);
+        self
+    }
+
+    /// Overrides the node's default call timeout for this call.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Encodes a remote call as JSON instead of bincode.
+    pub fn json(self) -> Self {
+        self.content_type(ContentType::Json)
+    }
+
+    /// Chooses the codec of a remote call.
+    pub fn content_type(mut self, content_type: ContentType) -> Self {
+        self.content_type = content_type;
+        self
+    }
+
+    /// Adds a metadata entry (key case-insensitive).
+    pub fn metadata(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.metadata.insert(key, value);
+        self
+    }
+
+    /// Makes the call.
+    pub async fn send(self) -> Result<M::Reply, Error> {
+        let shared = &self.client.shared;
+        let timeout = self.timeout.unwrap_or(shared.call_timeout);
+        match self.node {
+            Some(addr) if addr != shared.endpoint.local_addr() => {
+                let call = remote(shared, addr, self, timeout);
+                match tokio::time::timeout(timeout, call).await {
+                    Ok(result) => result,
+                    Err(_) => Err(Error::client(
+                        Code::Timeout,
+                        format!("no reply from {addr} within {timeout:?}"),
+                    )),
+                }
+            }
+            _ => local(shared, self, timeout).await,
+        }
+    }
+}
+
+impl<'c, M: Message> IntoFuture for Call<'c, M> {
+    type Output = Result<M::Reply, Error>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'c>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.send())
+    }
+}
+
+async fn local<M: Message>(
+    shared: &Shared,
+    call: Call<'_, M>,
+    timeout: Duration,
+) -> Result<M::Reply, Error> {
+    let Some((service, running)) = shared.services.get(call.service) else {
+        return Err(Error::server(
+            Code::NotFound,
+            format!(
+                "service {} does not run on node {}",
+                call.service, shared.name
+            ),
+        ));
+    };
+    let deadline = Instant::now() + timeout;
+    let ctx = Context {
+        service,
+        endpoint: Arc::from(M::ENDPOINT),
+        request_id: shared.request_id(),
+        deadline,
+        metadata: call.metadata,
+        peer: None,
+        content_type: None,
+    };
+    let pending = running.dispatch(M::ENDPOINT, Box::new(call.request), ctx)?;
+    match tokio::time::timeout_at(deadline.into(), pending).await {
+        Ok(outcome) => settle(outcome, M::ENDPOINT),
+        Err(_) => Err(Error::client(
+            Code::Timeout,
+            format!("{} did not answer within {timeout:?}", M::ENDPOINT),
+        )),
+    }
+}
+
+fn open_failure(e: OpenError) -> Error {
+    let code = if e.is_auth_failure() {
+        Code::Unauthorized
+    } else {
+        Code::Unavailable
+    };
+    Error::client(code, e.to_string())
+}
+
+async fn remote<M: Message>(
+    shared: &Shared,
+    addr: SocketAddr,
+    call: Call<'_, M>,
+    timeout: Duration,
+) -> Result<M::Reply, Error> {
+    let max = shared.endpoint.config().max_frame;
+    let ct = call.content_type;
+    let body = ct
+        .encode(&call.request)
+        .map_err(|e| Error::client(Code::BadRequest, e.detail()))?;
+    let header = RequestHeader {
+        service: call.service.to_string(),
+        endpoint: M::ENDPOINT.to_string(),
+        content_type: ct.as_str().to_string(),
+        timeout_ms: (timeout.as_millis() as u64).max(1),
+        request_id: shared.request_id(),
+        metadata: call.metadata,
+    };
+    let mut out = BytesMut::new();
+    let too_large = |e: WriteError| Error::client(Code::TooLarge, format!("request: {e}"));
+    frame::encode_frame(&mut out, &encode_header(ct.into(), &header), max).map_err(too_large)?;
+    frame::encode_frame(&mut out, &body, max).map_err(too_large)?;
+
+    let (mut send, mut recv) = shared.endpoint.open(addr).await.map_err(open_failure)?;
+    let written = frame::write_frames(&mut send, out.freeze()).await;
+    let _ = send.finish();
+    // Even if the server stopped our write half-way, its reply may explain why: read it first.
+    let lost = |e: ReadError| match e {
+        ReadError::TooLarge { .. } => {
+            Error::client(Code::TooLarge, format!("reply from {addr}: {e}"))
+        }
+        e => match &written {
+            Err(w) => Error::client(Code::Unavailable, format!("sending to {addr}: {w}")),
+            Ok(()) => Error::client(Code::Unavailable, format!("no reply from {addr}: {e}")),
+        },
+    };
+    let head = frame::read_frame(&mut recv, max).await.map_err(lost)?;
+    let reply: ReplyHeader = decode_header(&head).1.map_err(|e| {
+        Error::client(
+            Code::Internal,
+            format!("malformed reply header from {addr}: {}", e.detail()),
+        )
+    })?;
+    if let Some(error) = reply.error {
+        return Err(error);
+    }
+    let body = frame::read_frame(&mut recv, max).await.map_err(lost)?;
+    ct.decode::<M::Reply>(&body).map_err(|e| {
+        Error::client(
+            Code::Internal,
+            format!("undecodable reply from {addr}: {}", e.detail()),
+        )
+    })
+}

@@ -1,0 +1,133 @@
+//! `Node::builder()...start()`: configuring and starting a node.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use colony_quic::{ClusterCa, Endpoint, Identity, TransportConfig};
+
+use super::{Node, Shared, StartError};
+
+enum Trust {
+    /// The per-user CA in this directory (created if absent).
+    CaDir(Option<PathBuf>),
+    /// A CA held in memory; the node issues itself a certificate from it.
+    Ca(Arc<ClusterCa>),
+    /// An identity issued elsewhere.
+    Identity(Identity),
+}
+
+/// Configures a [`Node`]. Every setting has a default that works on one machine.
+#[must_use = "a node starts only with .start()"]
+pub struct NodeBuilder {
+    name: Option<String>,
+    listen: String,
+    trust: Trust,
+    transport: TransportConfig,
+    call_timeout: Duration,
+    shutdown_grace: Duration,
+}
+
+impl Default for NodeBuilder {
+    fn default() -> Self {
+        Self {
+            name: None,
+            listen: "127.0.0.1:0".into(),
+            trust: Trust::CaDir(None),
+            transport: TransportConfig::default(),
+            call_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl NodeBuilder {
+    /// The node's name (default: `node-<pid>-<port>`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The UDP address to serve on (default `127.0.0.1:0`, a free loopback port).
+    pub fn listen(mut self, addr: impl Into<String>) -> Self {
+        self.listen = addr.into();
+        self
+    }
+
+    /// Trust this cluster CA and issue the node's certificate from it.
+    pub fn ca(mut self, ca: Arc<ClusterCa>) -> Self {
+        self.trust = Trust::Ca(ca);
+        self
+    }
+
+    /// Use the per-user CA kept in `dir` instead of `$COLONY_HOME` / `~/.colony`.
+    pub fn ca_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.trust = Trust::CaDir(Some(dir.into()));
+        self
+    }
+
+    /// Use a certificate issued elsewhere; the node then needs no CA key.
+    pub fn identity(mut self, identity: Identity) -> Self {
+        self.trust = Trust::Identity(identity);
+        self
+    }
+
+    /// Transport limits and timers (frame size, stream limits, keep-alive...).
+    pub fn transport(mut self, config: TransportConfig) -> Self {
+        self.transport = config;
+        self
+    }
+
+    /// Largest frame sent or accepted, in bytes (default 16 MiB).
+    pub fn max_frame(mut self, bytes: usize) -> Self {
+        self.transport.max_frame = bytes;
+        self
+    }
+
+    /// Default deadline of calls made by this node's clients (default 30 s, as go-micro).
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+
+    /// How long [`Node::shutdown`] lets in-flight calls finish (default 10 s).
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// Binds the endpoint and starts serving. Must run inside a tokio runtime.
+    pub async fn start(self) -> Result<Node, StartError> {
+        let addr: SocketAddr = self
+            .listen
+            .parse()
+            .map_err(|_| StartError::Address(self.listen.clone()))?;
+        let provisional = self
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("node-{}", std::process::id()));
+        let identity = match self.trust {
+            Trust::Identity(identity) => identity,
+            Trust::Ca(ca) => ca.issue(&provisional)?,
+            Trust::CaDir(dir) => {
+                let dir = match dir {
+                    Some(dir) => dir,
+                    None => ClusterCa::default_dir()?,
+                };
+                // Blocking file I/O, once at start-up.
+                let ca = tokio::task::spawn_blocking(move || ClusterCa::load_or_create(&dir))
+                    .await
+                    .map_err(|e| StartError::Io(e.to_string()))??;
+                ca.issue(&provisional)?
+            }
+        };
+        let endpoint = Endpoint::bind(addr, &identity, self.transport)?;
+        let local = endpoint.local_addr();
+        let name = self
+            .name
+            .unwrap_or_else(|| format!("node-{}-{}", std::process::id(), local.port()));
+        let shared = Arc::new(Shared::new(name, endpoint, self.call_timeout));
+        Ok(Node::serve(shared, self.shutdown_grace))
+    }
+}

@@ -1,0 +1,202 @@
+//! The node: one process's endpoint, its services, and the tasks that serve them.
+
+mod builder;
+mod server;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use builder::NodeBuilder;
+use colony_quic::Endpoint;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::client::Client;
+use crate::service::{stop_service, LocalServices, ServiceBuilder};
+
+/// Starting a node failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The listen address does not parse as `ip:port`.
+    Address(String),
+    /// The CA or certificate could not be loaded or created.
+    Identity(colony_quic::IdentityError),
+    /// The UDP socket could not be bound.
+    Bind(colony_quic::BindError),
+    /// A start-up task failed.
+    Io(String),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Address(a) => write!(f, "invalid listen address {a:?}: expected ip:port"),
+            StartError::Identity(e) => write!(f, "node identity: {e}"),
+            StartError::Bind(e) => write!(f, "{e}"),
+            StartError::Io(e) => write!(f, "start-up failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl From<colony_quic::IdentityError> for StartError {
+    fn from(e: colony_quic::IdentityError) -> Self {
+        StartError::Identity(e)
+    }
+}
+
+impl From<colony_quic::BindError> for StartError {
+    fn from(e: colony_quic::BindError) -> Self {
+        StartError::Bind(e)
+    }
+}
+
+/// State shared by the node handle, its clients and its serving tasks.
+pub(crate) struct Shared {
+    pub(crate) name: String,
+    pub(crate) endpoint: Endpoint,
+    pub(crate) services: LocalServices,
+    pub(crate) call_timeout: Duration,
+    closing: AtomicBool,
+    /// Calls being served; shutdown waits for these.
+    pub(crate) calls: TaskTracker,
+    /// Ends the accept and connection loops.
+    pub(crate) cancel: CancellationToken,
+    next_request_id: AtomicU64,
+}
+
+impl Shared {
+    fn new(name: String, endpoint: Endpoint, call_timeout: Duration) -> Self {
+        // Request ids only need to be distinct enough to follow a call in logs across nodes.
+        let seed = std::hash::BuildHasher::hash_one(
+            &std::collections::hash_map::RandomState::new(),
+            &name,
+        );
+        Self {
+            name,
+            endpoint,
+            services: LocalServices::default(),
+            call_timeout,
+            closing: AtomicBool::new(false),
+            calls: TaskTracker::new(),
+            cancel: CancellationToken::new(),
+            next_request_id: AtomicU64::new(seed >> 16),
+        }
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn request_id(&self) -> u64 {
+        self.next_request_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// A running node: an endpoint that serves this process's services to the cluster.
+///
+/// Dropping a node stops it at once (connections closed, actors stopped); call
+/// [`shutdown`](Node::shutdown) to let in-flight calls finish first.
+pub struct Node {
+    shared: Arc<Shared>,
+    shutdown_grace: Duration,
+    stopped: bool,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("name", &self.shared.name)
+            .field("addr", &self.addr())
+            .finish()
+    }
+}
+
+impl Node {
+    /// Starts configuring a node.
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder::default()
+    }
+
+    fn serve(shared: Arc<Shared>, shutdown_grace: Duration) -> Self {
+        tokio::spawn(server::accept_loop(shared.clone()));
+        tracing::info!(node = %shared.name, addr = %shared.endpoint.local_addr(), "node started");
+        Node {
+            shared,
+            shutdown_grace,
+            stopped: false,
+        }
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The address peers call this node at.
+    pub fn addr(&self) -> SocketAddr {
+        self.shared.endpoint.local_addr()
+    }
+
+    /// A client that calls services from this node. Cheap to clone.
+    pub fn client(&self) -> Client {
+        Client::new(self.shared.clone())
+    }
+
+    /// Declares a service to run on this node; see [`ServiceBuilder`].
+    pub fn service<S: Send + 'static>(&self, name: impl Into<String>) -> ServiceBuilder<S> {
+        ServiceBuilder::new(self.shared.clone(), name.into())
+    }
+
+    /// Names of the services running on this node.
+    pub fn services(&self) -> Vec<String> {
+        self.shared
+            .services
+            .names()
+            .iter()
+            .map(|n| n.to_string())
+            .collect()
+    }
+
+    /// Stops gracefully: new calls are refused with `Unavailable`, calls in flight get up to the
+    /// shutdown grace to finish, then services stop and connections close.
+    pub async fn shutdown(mut self) {
+        self.stopped = true;
+        let shared = self.shared.clone();
+        shared.closing.store(true, Ordering::Release);
+        shared.endpoint.stop_accepting();
+        shared.calls.close();
+        if tokio::time::timeout(self.shutdown_grace, shared.calls.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(node = %shared.name, "calls still running after the shutdown grace");
+        }
+        for service in shared.services.drain() {
+            stop_service(service.as_ref()).await;
+        }
+        shared.cancel.cancel();
+        shared.endpoint.close(Duration::from_secs(1)).await;
+        tracing::info!(node = %shared.name, "node stopped");
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        let shared = &self.shared;
+        shared.closing.store(true, Ordering::Release);
+        shared.cancel.cancel();
+        for service in shared.services.drain() {
+            service.supervisor().stop(Some("node dropped".into()));
+        }
+        // Closing the endpoint ends every connection, and with it every stream task.
+        shared.endpoint.close_now();
+    }
+}

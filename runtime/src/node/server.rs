@@ -1,0 +1,237 @@
+//! The serving side of a call: accept connections and streams, decode, dispatch, reply.
+//!
+//! Bad input ends only its own stream: it is answered with an error code when the caller can
+//! still read one, and the connection and the node go on serving.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use colony_quic::frame::{self, codes};
+use colony_quic::{ReadError, RecvStream, SendStream};
+
+use super::Shared;
+use crate::codec::ContentType;
+use crate::context::Context;
+use crate::error::{Code, Error};
+use crate::service::lost_reply;
+use crate::wire::{decode_header, encode_header, HeaderFormat, ReplyHeader, RequestHeader};
+
+pub(super) async fn accept_loop(shared: Arc<Shared>) {
+    loop {
+        let incoming = tokio::select! {
+            _ = shared.cancel.cancelled() => return,
+            incoming = shared.endpoint.accept() => incoming,
+        };
+        let Some(incoming) = incoming else { return };
+        tokio::spawn(serve_connection(shared.clone(), incoming));
+    }
+}
+
+async fn serve_connection(shared: Arc<Shared>, incoming: colony_quic::Incoming) {
+    let remote = incoming.remote_address();
+    let conn = match incoming.await {
+        Ok(conn) => conn,
+        Err(e) => {
+            // Includes peers whose certificate is not from the cluster CA.
+            tracing::info!(node = %shared.name, peer = %remote, error = %e, "handshake refused");
+            return;
+        }
+    };
+    loop {
+        let streams = tokio::select! {
+            _ = shared.cancel.cancelled() => return,
+            streams = conn.accept_bi() => streams,
+        };
+        match streams {
+            Ok((send, recv)) => {
+                shared
+                    .calls
+                    .spawn(serve_call(shared.clone(), send, recv, remote));
+            }
+            Err(e) => {
+                tracing::debug!(node = %shared.name, peer = %remote, error = %e, "connection ended");
+                return;
+            }
+        }
+    }
+}
+
+/// What a finished call writes back.
+struct Answer {
+    format: HeaderFormat,
+    request_id: u64,
+    outcome: Result<Vec<u8>, Error>,
+}
+
+impl Answer {
+    fn refuse(format: HeaderFormat, request_id: u64, error: Error) -> Self {
+        Self {
+            format,
+            request_id,
+            outcome: Err(error),
+        }
+    }
+}
+
+async fn serve_call(
+    shared: Arc<Shared>,
+    mut send: SendStream,
+    mut recv: RecvStream,
+    peer: SocketAddr,
+) {
+    let Some(answer) = answer(&shared, &mut recv, peer).await else {
+        // Nothing readable arrived (the caller reset or closed the stream): nobody to answer.
+        frame::abandon(&mut send, &mut recv, codes::MALFORMED);
+        return;
+    };
+    let max = shared.endpoint.config().max_frame;
+    let (error, body) = match answer.outcome {
+        Ok(body) if body.len() <= max => (None, body),
+        Ok(body) => (
+            Some(Error::server(
+                Code::TooLarge,
+                format!(
+                    "reply of {} bytes exceeds the {max} byte frame limit",
+                    body.len()
+                ),
+            )),
+            Vec::new(),
+        ),
+        Err(error) => {
+            tracing::debug!(node = %shared.name, %peer, %error, "call failed");
+            (Some(error), Vec::new())
+        }
+    };
+    let failed = error.is_some();
+    let header = encode_header(
+        answer.format,
+        &ReplyHeader {
+            request_id: answer.request_id,
+            error,
+        },
+    );
+    let mut out = BytesMut::new();
+    // Both fit: the header is small and the body was checked against the limit above.
+    let _ = frame::encode_frame(&mut out, &header, usize::MAX);
+    let _ = frame::encode_frame(&mut out, &body, usize::MAX);
+    if frame::write_frames(&mut send, out.freeze()).await.is_ok() {
+        let _ = send.finish();
+    }
+    if failed {
+        // Whatever else the caller sends on this stream will not be read.
+        let _ = recv.stop(codes::MALFORMED);
+    }
+}
+
+fn read_failure(e: ReadError, what: &str) -> Option<Error> {
+    match e {
+        ReadError::TooLarge { len, max } => Some(Error::server(
+            Code::TooLarge,
+            format!("{what} frame of {len} bytes exceeds the {max} byte limit"),
+        )),
+        ReadError::Truncated => Some(Error::server(
+            Code::BadRequest,
+            format!("stream ended inside the {what} frame"),
+        )),
+        ReadError::Finished => Some(Error::server(
+            Code::BadRequest,
+            format!("stream ended before the {what} frame"),
+        )),
+        ReadError::Stream(_) => None,
+    }
+}
+
+/// Reads, checks and runs one call. `None` when the stream died before anything could be said.
+async fn answer(shared: &Shared, recv: &mut RecvStream, peer: SocketAddr) -> Option<Answer> {
+    let max = shared.endpoint.config().max_frame;
+    let head = match frame::read_frame(recv, max).await {
+        Ok(head) => head,
+        Err(ReadError::Finished) => return None,
+        Err(e) => {
+            let error = read_failure(e, "header")?;
+            return Some(Answer::refuse(HeaderFormat::Bincode, 0, error));
+        }
+    };
+    let (format, header) = decode_header::<RequestHeader>(&head);
+    let header = match header {
+        Ok(h) => h,
+        Err(e) => {
+            let error = Error::server(e.code(), format!("request header: {}", e.detail()));
+            return Some(Answer::refuse(format, 0, error));
+        }
+    };
+    let request_id = header.request_id;
+    let refuse = |error: Error| Some(Answer::refuse(format, request_id, error));
+    // The deadline is taken from when the header arrived: relative, so clocks need not agree.
+    let timeout = match header.timeout_ms {
+        0 => shared.call_timeout,
+        ms => Duration::from_millis(ms),
+    };
+    let deadline = Instant::now() + timeout;
+    let body = match frame::read_frame(recv, max).await {
+        Ok(body) => body,
+        Err(e) => return refuse(read_failure(e, "body")?),
+    };
+    if shared.is_closing() {
+        return refuse(Error::server(
+            Code::Unavailable,
+            format!("node {} is shutting down", shared.name),
+        ));
+    }
+    let content_type = match header.content_type.parse::<ContentType>() {
+        Ok(ct) => ct,
+        Err(e) => return refuse(Error::server(Code::BadRequest, e.detail())),
+    };
+    let Some((service_name, service)) = shared.services.get(&header.service) else {
+        return refuse(Error::server(
+            Code::NotFound,
+            format!(
+                "service {} does not run on node {}",
+                header.service, shared.name
+            ),
+        ));
+    };
+    let Some(codec) = service.codec(&header.endpoint) else {
+        return refuse(Error::server(
+            Code::NotFound,
+            format!(
+                "service {} has no endpoint {}",
+                header.service, header.endpoint
+            ),
+        ));
+    };
+    let request = match (codec.decode_request)(content_type, &body) {
+        Ok(request) => request,
+        Err(e) => return refuse(Error::server(Code::BadRequest, e.detail())),
+    };
+    let ctx = Context {
+        service: service_name,
+        endpoint: header.endpoint.as_str().into(),
+        request_id,
+        deadline,
+        metadata: header.metadata,
+        peer: Some(peer),
+        content_type: Some(content_type),
+    };
+    let pending = match service.dispatch(&header.endpoint, request, ctx) {
+        Ok(pending) => pending,
+        Err(e) => return refuse(e),
+    };
+    let outcome = match tokio::time::timeout_at(deadline.into(), pending).await {
+        Err(_) => Err(Error::server(
+            Code::Timeout,
+            format!("{} did not answer within {timeout:?}", header.endpoint),
+        )),
+        Ok(Err(_)) => Err(lost_reply(&header.endpoint)),
+        Ok(Ok(Err(e))) => Err(e),
+        Ok(Ok(Ok(reply))) => (codec.encode_reply)(content_type, &reply)
+            .map_err(|e| Error::server(Code::Internal, e.detail())),
+    };
+    Some(Answer {
+        format,
+        request_id,
+        outcome,
+    })
+}

@@ -1,0 +1,122 @@
+//! `node.service("name")...spawn(factory)`: declaring and starting a service.
+
+use std::sync::Arc;
+
+use colony_actors::{supervise, RestartPolicy, ServiceSpec};
+
+use super::endpoints::Endpoints;
+use super::instance::ServiceState;
+use super::local::{LocalService, RunningService};
+use super::ServiceRef;
+use crate::error::{Code, Error};
+use crate::message::{Handler, Message};
+use crate::node::Shared;
+
+/// Declares a service: its version, instance count, restart policy and endpoints.
+///
+/// The state type `S` is usually inferred from [`spawn`](Self::spawn); name it with
+/// `node.service::<Greeter>("greeter")` when the builder is split across statements.
+#[must_use = "a service starts only when spawned"]
+pub struct ServiceBuilder<S> {
+    shared: Arc<Shared>,
+    name: String,
+    version: String,
+    instances: usize,
+    policy: RestartPolicy,
+    endpoints: Endpoints<S>,
+}
+
+impl<S: Send + 'static> ServiceBuilder<S> {
+    pub(crate) fn new(shared: Arc<Shared>, name: String) -> Self {
+        Self {
+            shared,
+            name,
+            version: "0.0.0".into(),
+            instances: 1,
+            policy: RestartPolicy::default(),
+            endpoints: Endpoints::default(),
+        }
+    }
+
+    /// The version advertised for this service (default `0.0.0`).
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = version.into();
+        self
+    }
+
+    /// How many instances (actors) to run; calls are spread round-robin. Default 1.
+    pub fn instances(mut self, count: usize) -> Self {
+        self.instances = count;
+        self
+    }
+
+    /// How failed instances are restarted. Default: one-for-one, at most 10 in 60 s.
+    pub fn restart_policy(mut self, policy: RestartPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Answers `M` at `M::ENDPOINT` with `S`'s [`Handler<M>`].
+    pub fn handler<M: Message>(mut self) -> Self
+    where
+        S: Handler<M>,
+    {
+        self.endpoints.add::<M>();
+        self
+    }
+
+    /// Starts the instances, each with state from `factory`, and makes the service callable.
+    ///
+    /// `factory` runs again for every restart, so a restarted instance starts clean.
+    pub async fn spawn<F>(self, factory: F) -> Result<ServiceRef, Error>
+    where
+        F: Fn() -> S + Send + Sync + 'static,
+    {
+        let refuse = |detail: String| Err(Error::client(Code::BadRequest, detail));
+        if self.instances == 0 {
+            return refuse(format!("service {} needs at least one instance", self.name));
+        }
+        if self.endpoints.names().is_empty() {
+            return refuse(format!("service {} has no handlers", self.name));
+        }
+        if self.shared.is_closing() {
+            return Err(Error::client(Code::Unavailable, "node is shutting down"));
+        }
+        let name: Arc<str> = self.name.into();
+        if self.shared.services.get(&name).is_some() {
+            return Err(Error::client(
+                Code::Conflict,
+                format!("service {name} already runs on this node"),
+            ));
+        }
+        let supervised = supervise(ServiceSpec {
+            name: name.to_string(),
+            instances: self.instances,
+            factory: Arc::new(move || ServiceState(factory())),
+            policy: self.policy,
+        })
+        .await
+        .map_err(|e| {
+            Error::client(
+                Code::Internal,
+                format!("service {name} failed to start: {e}"),
+            )
+        })?;
+        let running: Arc<dyn LocalService> = Arc::new(RunningService {
+            name: name.clone(),
+            version: self.version,
+            endpoints: Arc::new(self.endpoints),
+            instances: supervised.instances,
+            supervisor: supervised.supervisor.clone(),
+        });
+        if let Err(e) = self.shared.services.insert(name.clone(), running) {
+            supervised.supervisor.stop(None);
+            return Err(e.with_origin(crate::Origin::Client));
+        }
+        tracing::info!(node = %self.shared.name, service = %name, instances = self.instances, "service started");
+        Ok(ServiceRef {
+            name,
+            shared: Arc::downgrade(&self.shared),
+        })
+    }
+}

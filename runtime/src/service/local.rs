@@ -1,0 +1,176 @@
+//! The services running on this node, reachable by name without the network.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use colony_actors::ractor::{ActorRef, MessagingErr};
+use colony_actors::Instances;
+use dashmap::DashMap;
+use tokio::sync::oneshot;
+
+use super::endpoints::{AnyBox, Endpoints, WireCodec};
+use super::instance::Envelope;
+use crate::context::Context;
+use crate::error::{Code, Error};
+
+/// A reply on its way back from an instance.
+pub(crate) type Pending = oneshot::Receiver<Result<AnyBox, Error>>;
+
+/// What the node needs from a running service, whatever its state type.
+pub(crate) trait LocalService: Send + Sync {
+    fn version(&self) -> &str;
+    fn endpoints(&self) -> Vec<&'static str>;
+    fn codec(&self, endpoint: &str) -> Option<WireCodec>;
+    /// Puts a request in an instance's mailbox.
+    fn dispatch(&self, endpoint: &str, request: AnyBox, ctx: Context) -> Result<Pending, Error>;
+    fn live_instances(&self) -> usize;
+    fn restarts(&self) -> u64;
+    fn supervisor(&self) -> &ActorRef<()>;
+}
+
+pub(crate) struct RunningService<S> {
+    pub(crate) name: Arc<str>,
+    pub(crate) version: String,
+    pub(crate) endpoints: Arc<Endpoints<S>>,
+    pub(crate) instances: Arc<Instances<Envelope<S>>>,
+    pub(crate) supervisor: ActorRef<()>,
+}
+
+impl<S: Send + 'static> LocalService for RunningService<S> {
+    fn version(&self) -> &str {
+        &self.version
+    }
+
+    fn endpoints(&self) -> Vec<&'static str> {
+        self.endpoints.names()
+    }
+
+    fn codec(&self, endpoint: &str) -> Option<WireCodec> {
+        self.endpoints.get(endpoint).map(|r| r.codec)
+    }
+
+    fn dispatch(&self, endpoint: &str, request: AnyBox, ctx: Context) -> Result<Pending, Error> {
+        let route = self.endpoints.get(endpoint).ok_or_else(|| {
+            Error::server(
+                Code::NotFound,
+                format!("service {} has no endpoint {endpoint}", ctx.service),
+            )
+        })?;
+        if (*request).type_id() != route.request_type {
+            return Err(Error::server(
+                Code::BadRequest,
+                format!("{endpoint} is registered with another request type"),
+            ));
+        }
+        let (reply, pending) = oneshot::channel();
+        let mut envelope = Envelope {
+            handle: route.handle,
+            request,
+            ctx,
+            reply,
+        };
+        // An instance may die between being picked and being sent to: try the others once.
+        for _ in 0..2 {
+            let Some(instance) = self.instances.pick() else {
+                break;
+            };
+            match instance.send_message(envelope) {
+                Ok(()) => return Ok(pending),
+                Err(MessagingErr::SendErr(back)) => envelope = back,
+                Err(_) => break,
+            }
+        }
+        Err(Error::server(
+            Code::Unavailable,
+            format!("no running instance of {}", self.name),
+        ))
+    }
+
+    fn live_instances(&self) -> usize {
+        self.instances.live()
+    }
+
+    fn restarts(&self) -> u64 {
+        self.instances.restarts()
+    }
+
+    fn supervisor(&self) -> &ActorRef<()> {
+        &self.supervisor
+    }
+}
+
+/// Services on this node by name.
+#[derive(Default)]
+pub(crate) struct LocalServices {
+    by_name: DashMap<Arc<str>, Arc<dyn LocalService>>,
+}
+
+impl LocalServices {
+    /// The service and its interned name, cloned out so no map guard is held.
+    pub(crate) fn get(&self, name: &str) -> Option<(Arc<str>, Arc<dyn LocalService>)> {
+        self.by_name
+            .get(name)
+            .map(|e| (e.key().clone(), e.value().clone()))
+    }
+
+    /// Adds a service; fails if the name is taken.
+    pub(crate) fn insert(
+        &self,
+        name: Arc<str>,
+        service: Arc<dyn LocalService>,
+    ) -> Result<(), Error> {
+        use dashmap::mapref::entry::Entry;
+        match self.by_name.entry(name) {
+            Entry::Occupied(e) => Err(Error::server(
+                Code::Conflict,
+                format!("service {} already runs on this node", e.key()),
+            )),
+            Entry::Vacant(e) => {
+                e.insert(service);
+                Ok(())
+            }
+        }
+    }
+
+    pub(crate) fn remove(&self, name: &str) -> Option<Arc<dyn LocalService>> {
+        self.by_name.remove(name).map(|(_, s)| s)
+    }
+
+    pub(crate) fn names(&self) -> Vec<Arc<str>> {
+        let mut names: Vec<_> = self.by_name.iter().map(|e| e.key().clone()).collect();
+        names.sort();
+        names
+    }
+
+    /// Removes and returns every service (for shutdown).
+    pub(crate) fn drain(&self) -> Vec<Arc<dyn LocalService>> {
+        let names = self.names();
+        names.iter().filter_map(|n| self.remove(n)).collect()
+    }
+}
+
+/// Turns a pending reply into the caller's typed result.
+pub(crate) fn settle<R: Any>(
+    outcome: Result<Result<AnyBox, Error>, oneshot::error::RecvError>,
+    endpoint: &str,
+) -> Result<R, Error> {
+    match outcome {
+        Ok(Ok(reply)) => reply.downcast::<R>().map(|r| *r).map_err(|_| {
+            Error::server(
+                Code::Internal,
+                format!("{endpoint} replied with another type"),
+            )
+        }),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(lost_reply(endpoint)),
+    }
+}
+
+/// The error for a reply that will never come: the instance died (panicked) or was stopped
+/// while the call was queued or running.
+pub(crate) fn lost_reply(endpoint: &str) -> Error {
+    Error::server(
+        Code::Internal,
+        format!("instance failed or stopped while handling {endpoint}"),
+    )
+}

@@ -1,0 +1,76 @@
+//! Services: typed endpoints served by supervised instance actors.
+
+mod builder;
+mod endpoints;
+mod instance;
+mod local;
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+pub use builder::ServiceBuilder;
+pub(crate) use local::{lost_reply, settle, LocalService, LocalServices};
+
+use crate::node::Shared;
+
+/// How long stopping a service waits for its instances to finish the message at hand.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// A handle on a running service.
+#[derive(Debug, Clone)]
+pub struct ServiceRef {
+    name: Arc<str>,
+    shared: Weak<Shared>,
+}
+
+impl ServiceRef {
+    fn running(&self) -> Option<Arc<dyn LocalService>> {
+        self.shared
+            .upgrade()?
+            .services
+            .get(&self.name)
+            .map(|(_, s)| s)
+    }
+
+    /// The service's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The advertised version; `None` once the service has stopped.
+    pub fn version(&self) -> Option<String> {
+        self.running().map(|s| s.version().to_string())
+    }
+
+    /// The endpoints the service answers (empty once stopped).
+    pub fn endpoints(&self) -> Vec<&'static str> {
+        self.running().map_or_else(Vec::new, |s| s.endpoints())
+    }
+
+    /// Instances running now (fewer than asked for while one restarts; 0 once stopped).
+    pub fn live_instances(&self) -> usize {
+        self.running().map_or(0, |s| s.live_instances())
+    }
+
+    /// Instance restarts since the service started.
+    pub fn restarts(&self) -> u64 {
+        self.running().map_or(0, |s| s.restarts())
+    }
+
+    /// Stops the service: it stops taking calls, and its instances finish their current message.
+    pub async fn stop(&self) {
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        if let Some(service) = shared.services.remove(&self.name) {
+            stop_service(service.as_ref()).await;
+        }
+    }
+}
+
+pub(crate) async fn stop_service(service: &dyn LocalService) {
+    let _ = service
+        .supervisor()
+        .stop_and_wait(Some("service stopped".into()), Some(STOP_GRACE.into()))
+        .await;
+}
