@@ -1,0 +1,1 @@
+//! Holds colony's examples; see the `[[example]]` entries in Cargo.toml.
