@@ -15,7 +15,7 @@ use crate::context::{Context, Metadata};
 use crate::error::{Code, Error};
 use crate::message::Message;
 use crate::node::Shared;
-use crate::service::settle;
+use crate::service::{call_encoded, settle, LocalService};
 use crate::wire::{decode_header, encode_header, ReplyHeader, RequestHeader};
 
 /// Calls services, typed: `client.call("greeter", Hello { .. }).await?` returns `HelloReply`.
@@ -40,7 +40,8 @@ impl Client {
         Self { shared }
     }
 
-    /// Calls `service` on this node with the default options.
+    /// Calls `service` wherever it runs: on this node through the mailbox if it runs here,
+    /// otherwise on an instance from the cluster registry, over QUIC.
     pub async fn call<M: Message>(&self, service: &str, request: M) -> Result<M::Reply, Error> {
         self.request(service, request).send().await
     }
@@ -82,7 +83,8 @@ pub struct Call<'c, M> {
 }
 
 impl<'c, M: Message> Call<'c, M> {
-    /// Sends the call to the node at `addr` (this node's own address stays in-process).
+    /// Sends the call to the node at `addr` instead of resolving the service by name (this
+    /// node's own address stays in-process).
     pub fn at(mut self, addr: SocketAddr) -> Self {
         self.node = Some(addr);
         self
@@ -115,18 +117,31 @@ impl<'c, M: Message> Call<'c, M> {
     pub async fn send(self) -> Result<M::Reply, Error> {
         let shared = &self.client.shared;
         let timeout = self.timeout.unwrap_or(shared.call_timeout);
-        match self.node {
-            Some(addr) if addr != shared.endpoint.local_addr() => {
-                let call = remote(shared, addr, self, timeout);
-                match tokio::time::timeout(timeout, call).await {
-                    Ok(result) => result,
-                    Err(_) => Err(Error::client(
-                        Code::Timeout,
-                        format!("no reply from {addr} within {timeout:?}"),
-                    )),
+        let target = match self.node {
+            Some(addr) if addr != shared.endpoint.local_addr() => addr,
+            Some(_) => return local(shared, None, self, timeout).await,
+            None => {
+                let found = shared.services.get(self.service);
+                if found.is_some() {
+                    return local(shared, found, self, timeout).await;
+                }
+                match shared.membership.registry().pick(self.service) {
+                    Some(addr) if addr != shared.endpoint.local_addr() => addr,
+                    _ => {
+                        return Err(Error::client(
+                            Code::NotFound,
+                            format!("no instance of service {} in the cluster", self.service),
+                        ))
+                    }
                 }
             }
-            _ => local(shared, self, timeout).await,
+        };
+        match tokio::time::timeout(timeout, remote(shared, target, self, timeout)).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::client(
+                Code::Timeout,
+                format!("no reply from {target} within {timeout:?}"),
+            )),
         }
     }
 }
@@ -140,12 +155,16 @@ impl<'c, M: Message> IntoFuture for Call<'c, M> {
     }
 }
 
+/// A running service found by name on this node.
+type Found = (Arc<str>, Arc<dyn LocalService>);
+
 async fn local<M: Message>(
     shared: &Shared,
+    found: Option<Found>,
     call: Call<'_, M>,
     timeout: Duration,
 ) -> Result<M::Reply, Error> {
-    let Some((service, running)) = shared.services.get(call.service) else {
+    let Some((service, running)) = found.or_else(|| shared.services.get(call.service)) else {
         return Err(Error::server(
             Code::NotFound,
             format!(
@@ -189,18 +208,50 @@ async fn remote<M: Message>(
     call: Call<'_, M>,
     timeout: Duration,
 ) -> Result<M::Reply, Error> {
-    let max = shared.endpoint.config().max_frame;
     let ct = call.content_type;
     let body = ct
         .encode(&call.request)
         .map_err(|e| Error::client(Code::BadRequest, e.detail()))?;
+    let target = Target {
+        addr,
+        service: call.service,
+        endpoint: M::ENDPOINT,
+    };
+    let reply = exchange(shared, target, ct, body, call.metadata, timeout).await?;
+    ct.decode::<M::Reply>(&reply).map_err(|e| {
+        Error::client(
+            Code::Internal,
+            format!("undecodable reply from {addr}: {}", e.detail()),
+        )
+    })
+}
+
+/// Where an encoded call goes.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    addr: SocketAddr,
+    service: &'a str,
+    endpoint: &'a str,
+}
+
+/// One encoded request out, one encoded reply back, on a fresh stream of the pooled connection.
+async fn exchange(
+    shared: &Shared,
+    target: Target<'_>,
+    ct: ContentType,
+    body: Vec<u8>,
+    metadata: Metadata,
+    timeout: Duration,
+) -> Result<bytes::Bytes, Error> {
+    let Target { addr, .. } = target;
+    let max = shared.endpoint.config().max_frame;
     let header = RequestHeader {
-        service: call.service.to_string(),
-        endpoint: M::ENDPOINT.to_string(),
+        service: target.service.to_string(),
+        endpoint: target.endpoint.to_string(),
         content_type: ct.as_str().to_string(),
         timeout_ms: (timeout.as_millis() as u64).max(1),
         request_id: shared.request_id(),
-        metadata: call.metadata,
+        metadata,
     };
     let mut out = BytesMut::new();
     let too_large = |e: WriteError| Error::client(Code::TooLarge, format!("request: {e}"));
@@ -230,11 +281,83 @@ async fn remote<M: Message>(
     if let Some(error) = reply.error {
         return Err(error);
     }
-    let body = frame::read_frame(&mut recv, max).await.map_err(lost)?;
-    ct.decode::<M::Reply>(&body).map_err(|e| {
-        Error::client(
-            Code::Internal,
-            format!("undecodable reply from {addr}: {}", e.detail()),
-        )
-    })
+    frame::read_frame(&mut recv, max).await.map_err(lost)
+}
+
+impl Client {
+    /// Calls `endpoint` of `service` with a JSON request and returns the JSON reply, without
+    /// Rust types: for tools, gateways and the `colony` CLI. Resolves the service like
+    /// [`call`](Client::call) and uses the node's default timeout.
+    pub async fn call_json(
+        &self,
+        service: &str,
+        endpoint: &str,
+        request: &serde_json::Value,
+    ) -> Result<serde_json::Value, Error> {
+        let shared = &self.shared;
+        let timeout = shared.call_timeout;
+        let body = serde_json::to_vec(request)
+            .map_err(|e| Error::client(Code::BadRequest, format!("request: {e}")))?;
+        let reply = if let Some((name, running)) = shared.services.get(service) {
+            json_local(shared, name, running, endpoint, &body, timeout).await?
+        } else {
+            let addr = shared
+                .membership
+                .registry()
+                .pick(service)
+                .filter(|addr| *addr != shared.endpoint.local_addr())
+                .ok_or_else(|| {
+                    Error::client(
+                        Code::NotFound,
+                        format!("no instance of service {service} in the cluster"),
+                    )
+                })?;
+            let target = Target {
+                addr,
+                service,
+                endpoint,
+            };
+            let exchange = exchange(
+                shared,
+                target,
+                ContentType::Json,
+                body,
+                Metadata::default(),
+                timeout,
+            );
+            match tokio::time::timeout(timeout, exchange).await {
+                Ok(reply) => reply?.to_vec(),
+                Err(_) => {
+                    return Err(Error::client(
+                        Code::Timeout,
+                        format!("no reply from {addr} within {timeout:?}"),
+                    ))
+                }
+            }
+        };
+        serde_json::from_slice(&reply)
+            .map_err(|e| Error::client(Code::Internal, format!("reply is not JSON: {e}")))
+    }
+}
+
+/// A JSON call to a service on this node: decoded and encoded with the endpoint's own codec, so
+/// it behaves exactly like a remote JSON call.
+async fn json_local(
+    shared: &Shared,
+    service: Arc<str>,
+    running: Arc<dyn LocalService>,
+    endpoint: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> Result<Vec<u8>, Error> {
+    let ctx = Context {
+        service,
+        endpoint: Arc::from(endpoint),
+        request_id: shared.request_id(),
+        deadline: Instant::now() + timeout,
+        metadata: Metadata::default(),
+        peer: None,
+        content_type: Some(ContentType::Json),
+    };
+    call_encoded(running.as_ref(), ctx, ContentType::Json, body).await
 }

@@ -4,6 +4,7 @@ mod client;
 mod codec;
 mod context;
 mod error;
+mod membership;
 mod message;
 mod node;
 mod service;
@@ -13,6 +14,9 @@ pub use client::{Call, Client};
 pub use codec::ContentType;
 pub use context::{Context, Metadata};
 pub use error::{Code, Error, Origin};
+pub use membership::{
+    GossipStats, Member, MembershipConfig, Registry, RegistryEvent, Role, ServiceInstance, Watch,
+};
 pub use message::{Handler, Message};
 pub use node::{Node, NodeBuilder, StartError};
 pub use service::{ServiceBuilder, ServiceRef};

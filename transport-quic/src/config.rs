@@ -16,6 +16,12 @@ pub struct TransportConfig {
     pub idle_timeout: Duration,
     /// Keep-alive ping interval, so idle pooled connections survive. Default 5 s.
     pub keep_alive: Duration,
+    /// Concurrent one-way (uni-directional) streams a peer may open: gossip and other
+    /// fire-and-forget messages. Default 256.
+    pub max_concurrent_oneway: u32,
+    /// Largest one-way message accepted, in bytes. Default 128 KiB (a chitchat message is at
+    /// most 64 KiB).
+    pub max_oneway: usize,
 }
 
 impl Default for TransportConfig {
@@ -26,6 +32,8 @@ impl Default for TransportConfig {
             open_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
             keep_alive: Duration::from_secs(5),
+            max_concurrent_oneway: 256,
+            max_oneway: 128 * 1024,
         }
     }
 }
@@ -34,7 +42,7 @@ impl TransportConfig {
     pub(crate) fn quinn(&self) -> quinn::TransportConfig {
         let mut t = quinn::TransportConfig::default();
         t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(self.max_concurrent_streams))
-            .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
+            .max_concurrent_uni_streams(quinn::VarInt::from_u32(self.max_concurrent_oneway))
             .keep_alive_interval(Some(self.keep_alive))
             .max_idle_timeout(Some(
                 quinn::IdleTimeout::try_from(self.idle_timeout)

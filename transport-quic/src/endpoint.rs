@@ -7,7 +7,7 @@ use std::time::Duration;
 use quinn::{RecvStream, SendStream};
 
 use crate::config::TransportConfig;
-use crate::error::{BindError, IdentityError, OpenError};
+use crate::error::{BindError, IdentityError, OneWayError, OpenError, WriteError};
 use crate::identity::Identity;
 use crate::pool::Pool;
 
@@ -107,6 +107,40 @@ impl Endpoint {
         tokio::time::timeout(self.config.open_timeout, attempt)
             .await
             .map_err(|_| OpenError::Timeout { addr: peer })?
+    }
+
+    /// Sends `payload` to `peer` on a new one-way stream: fire-and-forget, no reply.
+    ///
+    /// The whole send (dial, open, write) is bounded by the open timeout.
+    pub async fn send_oneway(
+        &self,
+        peer: SocketAddr,
+        payload: bytes::Bytes,
+    ) -> Result<(), OneWayError> {
+        if payload.len() > self.config.max_oneway {
+            return Err(OneWayError::TooLarge {
+                len: payload.len(),
+                max: self.config.max_oneway,
+            });
+        }
+        let attempt = async {
+            let conn = self.pool.connection(&self.quinn, peer).await?;
+            let mut send = match conn.open_uni().await {
+                Ok(send) => send,
+                Err(source) => {
+                    self.pool.forget(peer, &conn);
+                    return Err(OpenError::Connection { addr: peer, source }.into());
+                }
+            };
+            send.write_chunk(payload)
+                .await
+                .map_err(WriteError::Stream)?;
+            let _ = send.finish();
+            Ok(())
+        };
+        tokio::time::timeout(self.config.open_timeout, attempt)
+            .await
+            .map_err(|_| OneWayError::Open(OpenError::Timeout { addr: peer }))?
     }
 
     /// Refuses new incoming connections; existing ones keep working.

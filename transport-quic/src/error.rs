@@ -129,3 +129,22 @@ pub enum WriteError {
     #[error("stream write failed: {0}")]
     Stream(#[from] quinn::WriteError),
 }
+
+/// Sending a one-way message failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OneWayError {
+    /// The message is larger than [`TransportConfig::max_oneway`](crate::TransportConfig).
+    #[error("one-way message of {len} bytes exceeds the {max} byte limit")]
+    TooLarge {
+        /// Message length.
+        len: usize,
+        /// Configured limit.
+        max: usize,
+    },
+    /// No stream could be opened.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// The stream broke while writing.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}

@@ -73,6 +73,24 @@ pub async fn read_frame(recv: &mut RecvStream, max: usize) -> Result<Bytes, Read
     }
 }
 
+/// Reads a whole one-way stream of at most `max` bytes.
+///
+/// Over the limit, the stream is stopped with [`codes::FRAME_TOO_LARGE`] and nothing more is
+/// buffered.
+pub async fn read_oneway(mut recv: RecvStream, max: usize) -> Result<Bytes, ReadError> {
+    match recv.read_to_end(max).await {
+        Ok(bytes) => Ok(Bytes::from(bytes)),
+        Err(quinn::ReadToEndError::TooLong) => {
+            let _ = recv.stop(codes::FRAME_TOO_LARGE);
+            Err(ReadError::TooLarge {
+                len: max as u64 + 1,
+                max,
+            })
+        }
+        Err(quinn::ReadToEndError::Read(e)) => Err(ReadError::Stream(e)),
+    }
+}
+
 /// Stops the receiving half and resets the sending half of a stream whose input made no sense.
 pub fn abandon(send: &mut SendStream, recv: &mut RecvStream, code: VarInt) {
     let _ = recv.stop(code);

@@ -6,7 +6,8 @@
 //! - [`Endpoint`] binds one UDP port, serves peers and dials them. Every connection is TLS 1.3
 //!   with client certificates: a peer whose certificate is not from the cluster CA is refused in
 //!   the handshake, in both directions. One connection per peer is pooled and re-dialled when
-//!   lost; each call gets its own bi-directional stream.
+//!   lost; each call gets its own bi-directional stream, and one-way messages (gossip) each get a
+//!   uni-directional stream ([`Endpoint::send_oneway`], [`frame::read_oneway`]).
 //! - [`frame`] reads and writes length-prefixed frames with a size limit checked before any
 //!   allocation.
 //!
@@ -37,6 +38,6 @@ mod pool;
 pub use ca::{ClusterCa, CA_FILE, SERVER_NAME};
 pub use config::TransportConfig;
 pub use endpoint::Endpoint;
-pub use error::{BindError, IdentityError, OpenError, ReadError, WriteError};
+pub use error::{BindError, IdentityError, OneWayError, OpenError, ReadError, WriteError};
 pub use identity::{Identity, ALPN};
 pub use quinn::{Connection, Incoming, RecvStream, SendStream, VarInt};

@@ -8,6 +8,7 @@ use std::time::Duration;
 use colony_quic::{ClusterCa, Endpoint, Identity, TransportConfig};
 
 use super::{Node, Shared, StartError};
+use crate::membership::{Membership, MembershipConfig, Role};
 
 enum Trust {
     /// The per-user CA in this directory (created if absent).
@@ -27,6 +28,7 @@ pub struct NodeBuilder {
     transport: TransportConfig,
     call_timeout: Duration,
     shutdown_grace: Duration,
+    membership: MembershipConfig,
 }
 
 impl Default for NodeBuilder {
@@ -38,6 +40,7 @@ impl Default for NodeBuilder {
             transport: TransportConfig::default(),
             call_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            membership: MembershipConfig::default(),
         }
     }
 }
@@ -97,6 +100,43 @@ impl NodeBuilder {
         self
     }
 
+    /// The cluster to join (default `"colony"`): nodes of different clusters never merge.
+    pub fn cluster(mut self, id: impl Into<String>) -> Self {
+        self.membership.cluster = id.into();
+        self
+    }
+
+    /// Nodes to join through, as `host:port`. Without seeds the node starts a cluster of its own
+    /// that others can join through it.
+    pub fn seeds<I, S>(mut self, seeds: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.membership.seeds = seeds.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The address peers should use for this node, when it differs from the listen address
+    /// (listening on `0.0.0.0`, NAT...).
+    pub fn advertise(mut self, addr: SocketAddr) -> Self {
+        self.membership.advertise = Some(addr);
+        self
+    }
+
+    /// Joins as a client-only member (like the `colony` CLI): it sees and calls the cluster but
+    /// is never offered as a service instance.
+    pub fn client_only(mut self) -> Self {
+        self.membership.role = Role::Client;
+        self
+    }
+
+    /// Every gossip and failure-detection setting at once.
+    pub fn membership(mut self, config: MembershipConfig) -> Self {
+        self.membership = config;
+        self
+    }
+
     /// Binds the endpoint and starts serving. Must run inside a tokio runtime.
     pub async fn start(self) -> Result<Node, StartError> {
         let addr: SocketAddr = self
@@ -127,7 +167,10 @@ impl NodeBuilder {
         let name = self
             .name
             .unwrap_or_else(|| format!("node-{}-{}", std::process::id(), local.port()));
-        let shared = Arc::new(Shared::new(name, endpoint, self.call_timeout));
+        let membership = Membership::start(&endpoint, &name, &self.membership)
+            .await
+            .map_err(|e| StartError::Membership(e.0))?;
+        let shared = Arc::new(Shared::new(name, endpoint, membership, self.call_timeout));
         Ok(Node::serve(shared, self.shutdown_grace))
     }
 }

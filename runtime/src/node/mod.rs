@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::client::Client;
+use crate::membership::{GossipInbox, GossipStats, Member, Membership, Registry};
 use crate::service::{stop_service, LocalServices, ServiceBuilder};
 
 /// Starting a node failed.
@@ -28,6 +29,8 @@ pub enum StartError {
     Bind(colony_quic::BindError),
     /// A start-up task failed.
     Io(String),
+    /// Gossip membership could not start.
+    Membership(String),
 }
 
 impl std::fmt::Display for StartError {
@@ -37,6 +40,7 @@ impl std::fmt::Display for StartError {
             StartError::Identity(e) => write!(f, "node identity: {e}"),
             StartError::Bind(e) => write!(f, "{e}"),
             StartError::Io(e) => write!(f, "start-up failed: {e}"),
+            StartError::Membership(e) => write!(f, "membership: {e}"),
         }
     }
 }
@@ -60,6 +64,8 @@ pub(crate) struct Shared {
     pub(crate) name: String,
     pub(crate) endpoint: Endpoint,
     pub(crate) services: LocalServices,
+    pub(crate) membership: Membership,
+    pub(crate) gossip_inbox: GossipInbox,
     pub(crate) call_timeout: Duration,
     closing: AtomicBool,
     /// Calls being served; shutdown waits for these.
@@ -70,7 +76,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    fn new(name: String, endpoint: Endpoint, call_timeout: Duration) -> Self {
+    fn new(
+        name: String,
+        endpoint: Endpoint,
+        (membership, gossip_inbox): (Membership, GossipInbox),
+        call_timeout: Duration,
+    ) -> Self {
         // Request ids only need to be distinct enough to follow a call in logs across nodes.
         let seed = std::hash::BuildHasher::hash_one(
             &std::collections::hash_map::RandomState::new(),
@@ -80,6 +91,8 @@ impl Shared {
             name,
             endpoint,
             services: LocalServices::default(),
+            membership,
+            gossip_inbox,
             call_timeout,
             closing: AtomicBool::new(false),
             calls: TaskTracker::new(),
@@ -152,6 +165,21 @@ impl Node {
         ServiceBuilder::new(self.shared.clone(), name.into())
     }
 
+    /// This node's view of the cluster: services, instances, members, and a watch of changes.
+    pub fn registry(&self) -> &Registry {
+        self.shared.membership.registry()
+    }
+
+    /// Live members of the cluster as this node sees them (itself included).
+    pub fn members(&self) -> Vec<Member> {
+        self.registry().members()
+    }
+
+    /// Gossip traffic counters.
+    pub fn gossip_stats(&self) -> GossipStats {
+        self.shared.membership.stats()
+    }
+
     /// Names of the services running on this node.
     pub fn services(&self) -> Vec<String> {
         self.shared
@@ -162,11 +190,13 @@ impl Node {
             .collect()
     }
 
-    /// Stops gracefully: new calls are refused with `Unavailable`, calls in flight get up to the
-    /// shutdown grace to finish, then services stop and connections close.
+    /// Stops gracefully: the node tells the cluster it is leaving and withdraws its services
+    /// (peers stop routing to it), then refuses new calls with `Unavailable`, gives calls in
+    /// flight up to the shutdown grace to finish, stops services and closes connections.
     pub async fn shutdown(mut self) {
         self.stopped = true;
         let shared = self.shared.clone();
+        shared.membership.leave().await;
         shared.closing.store(true, Ordering::Release);
         shared.endpoint.stop_accepting();
         shared.calls.close();
@@ -179,6 +209,7 @@ impl Node {
         for service in shared.services.drain() {
             stop_service(service.as_ref()).await;
         }
+        shared.membership.stop().await;
         shared.cancel.cancel();
         shared.endpoint.close(Duration::from_secs(1)).await;
         tracing::info!(node = %shared.name, "node stopped");

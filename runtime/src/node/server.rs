@@ -15,7 +15,8 @@ use super::Shared;
 use crate::codec::ContentType;
 use crate::context::Context;
 use crate::error::{Code, Error};
-use crate::service::lost_reply;
+use crate::membership::GOSSIP;
+use crate::service::call_encoded;
 use crate::wire::{decode_header, encode_header, HeaderFormat, ReplyHeader, RequestHeader};
 
 pub(super) async fn accept_loop(shared: Arc<Shared>) {
@@ -42,6 +43,13 @@ async fn serve_connection(shared: Arc<Shared>, incoming: colony_quic::Incoming) 
     loop {
         let streams = tokio::select! {
             _ = shared.cancel.cancelled() => return,
+            oneway = conn.accept_uni() => match oneway {
+                Ok(recv) => {
+                    tokio::spawn(serve_oneway(shared.clone(), recv, remote));
+                    continue;
+                }
+                Err(e) => Err(e),
+            },
             streams = conn.accept_bi() => streams,
         };
         match streams {
@@ -54,6 +62,22 @@ async fn serve_connection(shared: Arc<Shared>, incoming: colony_quic::Incoming) 
                 tracing::debug!(node = %shared.name, peer = %remote, error = %e, "connection ended");
                 return;
             }
+        }
+    }
+}
+
+/// Reads one fire-and-forget message and hands it to its consumer (today: gossip).
+async fn serve_oneway(shared: Arc<Shared>, recv: RecvStream, from: SocketAddr) {
+    let max = shared.endpoint.config().max_oneway;
+    match frame::read_oneway(recv, max).await {
+        Ok(payload) if payload.first() == Some(&GOSSIP) => {
+            shared.gossip_inbox.deliver(from, payload.slice(1..))
+        }
+        Ok(payload) => {
+            tracing::debug!(node = %shared.name, peer = %from, len = payload.len(), "dropped one-way message of unknown kind")
+        }
+        Err(e) => {
+            tracing::debug!(node = %shared.name, peer = %from, error = %e, "dropped one-way message")
         }
     }
 }
@@ -193,19 +217,6 @@ async fn answer(shared: &Shared, recv: &mut RecvStream, peer: SocketAddr) -> Opt
             ),
         ));
     };
-    let Some(codec) = service.codec(&header.endpoint) else {
-        return refuse(Error::server(
-            Code::NotFound,
-            format!(
-                "service {} has no endpoint {}",
-                header.service, header.endpoint
-            ),
-        ));
-    };
-    let request = match (codec.decode_request)(content_type, &body) {
-        Ok(request) => request,
-        Err(e) => return refuse(Error::server(Code::BadRequest, e.detail())),
-    };
     let ctx = Context {
         service: service_name,
         endpoint: header.endpoint.as_str().into(),
@@ -215,20 +226,7 @@ async fn answer(shared: &Shared, recv: &mut RecvStream, peer: SocketAddr) -> Opt
         peer: Some(peer),
         content_type: Some(content_type),
     };
-    let pending = match service.dispatch(&header.endpoint, request, ctx) {
-        Ok(pending) => pending,
-        Err(e) => return refuse(e),
-    };
-    let outcome = match tokio::time::timeout_at(deadline.into(), pending).await {
-        Err(_) => Err(Error::server(
-            Code::Timeout,
-            format!("{} did not answer within {timeout:?}", header.endpoint),
-        )),
-        Ok(Err(_)) => Err(lost_reply(&header.endpoint)),
-        Ok(Ok(Err(e))) => Err(e),
-        Ok(Ok(Ok(reply))) => (codec.encode_reply)(content_type, &reply)
-            .map_err(|e| Error::server(Code::Internal, e.detail())),
-    };
+    let outcome = call_encoded(service.as_ref(), ctx, content_type, &body).await;
     Some(Answer {
         format,
         request_id,

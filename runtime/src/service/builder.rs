@@ -1,5 +1,6 @@
 //! `node.service("name")...spawn(factory)`: declaring and starting a service.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use colony_actors::{supervise, RestartPolicy, ServiceSpec};
@@ -9,6 +10,7 @@ use super::instance::ServiceState;
 use super::local::{LocalService, RunningService};
 use super::ServiceRef;
 use crate::error::{Code, Error};
+use crate::membership::ServiceAd;
 use crate::message::{Handler, Message};
 use crate::node::Shared;
 
@@ -23,6 +25,7 @@ pub struct ServiceBuilder<S> {
     version: String,
     instances: usize,
     policy: RestartPolicy,
+    metadata: BTreeMap<String, String>,
     endpoints: Endpoints<S>,
 }
 
@@ -34,6 +37,7 @@ impl<S: Send + 'static> ServiceBuilder<S> {
             version: "0.0.0".into(),
             instances: 1,
             policy: RestartPolicy::default(),
+            metadata: BTreeMap::new(),
             endpoints: Endpoints::default(),
         }
     }
@@ -53,6 +57,12 @@ impl<S: Send + 'static> ServiceBuilder<S> {
     /// How failed instances are restarted. Default: one-for-one, at most 10 in 60 s.
     pub fn restart_policy(mut self, policy: RestartPolicy) -> Self {
         self.policy = policy;
+        self
+    }
+
+    /// Adds metadata advertised with the service in the registry.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
         self
     }
 
@@ -102,6 +112,17 @@ impl<S: Send + 'static> ServiceBuilder<S> {
                 format!("service {name} failed to start: {e}"),
             )
         })?;
+        let ad = ServiceAd {
+            version: self.version.clone(),
+            endpoints: self
+                .endpoints
+                .names()
+                .iter()
+                .map(|e| e.to_string())
+                .collect(),
+            metadata: self.metadata,
+            actors: self.instances,
+        };
         let running: Arc<dyn LocalService> = Arc::new(RunningService {
             name: name.clone(),
             version: self.version,
@@ -113,6 +134,8 @@ impl<S: Send + 'static> ServiceBuilder<S> {
             supervised.supervisor.stop(None);
             return Err(e.with_origin(crate::Origin::Client));
         }
+        // Advertised only once callable, so no peer routes here before the service can answer.
+        self.shared.membership.publish(&name, &ad).await;
         tracing::info!(node = %self.shared.name, service = %name, instances = self.instances, "service started");
         Ok(ServiceRef {
             name,

@@ -9,7 +9,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 pub use builder::ServiceBuilder;
-pub(crate) use local::{lost_reply, settle, LocalService, LocalServices};
+pub(crate) use local::{call_encoded, settle, LocalService, LocalServices};
 
 use crate::node::Shared;
 
@@ -62,6 +62,8 @@ impl ServiceRef {
         let Some(shared) = self.shared.upgrade() else {
             return;
         };
+        // Withdrawn from the cluster first, so peers stop routing here before calls fail.
+        shared.membership.withdraw(&self.name).await;
         if let Some(service) = shared.services.remove(&self.name) {
             stop_service(service.as_ref()).await;
         }

@@ -1,0 +1,145 @@
+//! The registry view go-micro's `Registry` gave, answered from gossip: list, get and watch.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::view::{diff, ClusterView, Member, RegistryEvent, ServiceInstance, SharedView};
+
+/// This node's view of the cluster's services and members. Cheap to clone.
+///
+/// The view is eventually consistent: a change anywhere reaches every node within a few gossip
+/// intervals.
+#[derive(Clone)]
+pub struct Registry {
+    view: watch::Receiver<SharedView>,
+    next: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let view = self.view.borrow();
+        f.debug_struct("Registry")
+            .field("members", &view.members.len())
+            .field("instances", &view.instances.len())
+            .finish()
+    }
+}
+
+impl Registry {
+    pub(crate) fn new(view: watch::Receiver<SharedView>) -> Self {
+        Self {
+            view,
+            next: Arc::default(),
+        }
+    }
+
+    /// Names of all services offered somewhere in the cluster, sorted.
+    pub fn services(&self) -> Vec<String> {
+        let view = self.view.borrow();
+        let mut names: Vec<String> = view.by_service.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Every instance of `service`, in node-name order.
+    pub fn instances(&self, service: &str) -> Vec<ServiceInstance> {
+        self.view
+            .borrow()
+            .by_service
+            .get(service)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Live members, in name order (this node included).
+    pub fn members(&self) -> Vec<Member> {
+        self.view.borrow().members.clone()
+    }
+
+    /// Picks the address of an instance of `service`, spreading successive picks.
+    pub(crate) fn pick(&self, service: &str) -> Option<std::net::SocketAddr> {
+        let view = self.view.borrow();
+        let instances = view.by_service.get(service)?;
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        instances.get(n % instances.len()).map(|i| i.addr)
+    }
+
+    /// Watches instances: [`Watch::snapshot`] is the state now, then [`Watch::next`] yields every
+    /// change after it.
+    pub fn watch(&self) -> Watch {
+        let mut view = self.view.clone();
+        let seen = view.borrow_and_update().clone();
+        Watch {
+            view,
+            seen,
+            pending: VecDeque::new(),
+        }
+    }
+
+    /// Waits until `ready` holds for the registry, or `timeout` passes; returns whether it held.
+    pub async fn wait_until(
+        &self,
+        timeout: Duration,
+        mut ready: impl FnMut(&Registry) -> bool,
+    ) -> bool {
+        let mut view = self.view.clone();
+        let wait = async {
+            loop {
+                if ready(self) {
+                    return;
+                }
+                if view.changed().await.is_err() {
+                    // Membership stopped: nothing will change any more.
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok()
+    }
+}
+
+/// A stream of registry changes for one consumer.
+///
+/// No change is ever lost. A consumer that falls behind does not overflow a buffer (go-micro's
+/// mdns watcher drops events past 32): each consumer keeps the last state it has seen and, when
+/// it asks for more, gets the difference to the current state. Changes that cancel out while it
+/// was away (an instance that came and went) are coalesced away; the consumer's picture is
+/// always correct once it has drained the events.
+pub struct Watch {
+    view: watch::Receiver<SharedView>,
+    seen: Arc<ClusterView>,
+    pending: VecDeque<RegistryEvent>,
+}
+
+impl std::fmt::Debug for Watch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watch")
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Watch {
+    /// The instances as this consumer last saw them: right after [`Registry::watch`], the
+    /// initial snapshot; after events, the state those events led to.
+    pub fn snapshot(&self) -> Vec<ServiceInstance> {
+        self.seen.instances.values().cloned().collect()
+    }
+
+    /// The next change; `None` once the node has stopped.
+    pub async fn next(&mut self) -> Option<RegistryEvent> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(event);
+            }
+            self.view.changed().await.ok()?;
+            let now = self.view.borrow_and_update().clone();
+            self.pending.extend(diff(&self.seen, &now));
+            self.seen = now;
+        }
+    }
+}
