@@ -64,7 +64,10 @@ impl Handler<Hello> for Greeter {
         self.greeted += 1;
         let via = match ctx.content_type() {
             None => "in-process".to_string(),
-            Some(ct) => format!("{ct} from {}", ctx.peer().map_or("?".into(), |p| p.to_string())),
+            Some(ct) => format!(
+                "{ct} from {}",
+                ctx.peer().map_or("?".into(), |p| p.to_string())
+            ),
         };
         Ok(HelloReply {
             greeting: format!(
@@ -110,15 +113,29 @@ async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let local = a.client().call("greeter", hello("John")).await?;
     println!("a -> a (mailbox):      {}", local.greeting);
 
-    let remote = b.client().call_at(a.addr(), "greeter", hello("Jane")).await?;
+    let remote = b
+        .client()
+        .call_at(a.addr(), "greeter", hello("Jane"))
+        .await?;
     println!("b -> a (QUIC bincode): {}", remote.greeting);
 
-    let json = b.client().request("greeter", hello("Ada")).at(a.addr()).json().await?;
+    let json = b
+        .client()
+        .request("greeter", hello("Ada"))
+        .at(a.addr())
+        .json()
+        .await?;
     println!("b -> a (QUIC JSON):    {}\n", json.greeting);
 
     let unknown = b
         .client()
-        .call_at(a.addr(), "greeter", Goodbye { name: "John".into() })
+        .call_at(
+            a.addr(),
+            "greeter",
+            Goodbye {
+                name: "John".into(),
+            },
+        )
         .await;
     report("unknown endpoint", unknown);
     let refused = b.client().call_at(a.addr(), "greeter", hello(" ")).await;
@@ -154,8 +171,7 @@ fn report<T: std::fmt::Debug>(what: &str, result: Result<T, Error>) {
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
     // The demo's calls run on a worker thread, as every hot path should.

@@ -128,6 +128,14 @@ impl ClusterCa {
         Self::from_pem(&pem)
     }
 
+    /// Loads `dir/ca.pem`, failing if it does not exist (for tools that must not create a CA).
+    pub fn load(dir: &Path) -> Result<Self, IdentityError> {
+        let file = dir.join(CA_FILE);
+        let pem =
+            fs::read_to_string(&file).map_err(|source| IdentityError::Io { path: file, source })?;
+        Self::from_pem(&pem)
+    }
+
     /// Issues a node identity named `node_name`, valid as both server and client.
     pub fn issue(&self, node_name: &str) -> Result<Identity, IdentityError> {
         let key = KeyPair::generate()?;

@@ -1,6 +1,7 @@
 //! A node's QUIC endpoint: it accepts connections from peers and opens streams to them.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +17,8 @@ use crate::pool::Pool;
 pub struct Endpoint {
     quinn: quinn::Endpoint,
     pool: Arc<Pool>,
-    server_config: quinn::ServerConfig,
+    /// Cleared by [`Endpoint::stop_accepting`]: [`Endpoint::accept`] then refuses attempts.
+    accepting: Arc<AtomicBool>,
     config: Arc<TransportConfig>,
 }
 
@@ -53,13 +55,13 @@ impl Endpoint {
         let mut client_config = quinn::ClientConfig::new(Arc::new(client_tls));
         client_config.transport_config(transport);
 
-        let mut quinn = quinn::Endpoint::server(server_config.clone(), addr)
+        let mut quinn = quinn::Endpoint::server(server_config, addr)
             .map_err(|source| BindError::Io { addr, source })?;
         quinn.set_default_client_config(client_config);
         Ok(Self {
             quinn,
             pool: Arc::default(),
-            server_config,
+            accepting: Arc::new(AtomicBool::new(true)),
             config: Arc::new(config),
         })
     }
@@ -77,8 +79,17 @@ impl Endpoint {
     }
 
     /// Waits for the next incoming connection attempt; `None` once the endpoint is closed.
+    ///
+    /// After [`stop_accepting`](Self::stop_accepting), attempts are refused here (the peer is
+    /// told at once) and this keeps waiting.
     pub async fn accept(&self) -> Option<quinn::Incoming> {
-        self.quinn.accept().await
+        loop {
+            let incoming = self.quinn.accept().await?;
+            if self.accepting.load(Ordering::Acquire) {
+                return Some(incoming);
+            }
+            incoming.refuse();
+        }
     }
 
     /// Opens a bi-directional stream to `peer`, dialling or re-dialling its pooled connection.
@@ -144,14 +155,17 @@ impl Endpoint {
     }
 
     /// Refuses new incoming connections; existing ones keep working.
+    ///
+    /// Attempts are refused explicitly by [`accept`](Self::accept), so keep calling it: a peer
+    /// then gets "connection refused" at once. (Removing the server config instead would make
+    /// quinn drop the peer's packets, leaving it to wait out its own handshake timeout.)
     pub fn stop_accepting(&self) {
-        self.quinn.set_server_config(None);
+        self.accepting.store(false, Ordering::Release);
     }
 
     /// Accepts incoming connections again after [`stop_accepting`](Self::stop_accepting).
     pub fn resume_accepting(&self) {
-        self.quinn
-            .set_server_config(Some(self.server_config.clone()));
+        self.accepting.store(true, Ordering::Release);
     }
 
     /// Closes every connection at once, without waiting for peers to acknowledge.

@@ -78,17 +78,22 @@ impl OpenError {
     /// True when the TLS handshake refused a certificate (ours or the peer's): the peer is not
     /// a member of this cluster, or we are not a member of its cluster.
     pub fn is_auth_failure(&self) -> bool {
-        fn tls_alert(code: quinn::TransportErrorCode) -> bool {
-            (0x100..=0x1ff).contains(&u64::from(code))
-        }
         match self {
-            OpenError::Connection { source, .. } => match source {
-                quinn::ConnectionError::TransportError(e) => tls_alert(e.code),
-                quinn::ConnectionError::ConnectionClosed(close) => tls_alert(close.error_code),
-                _ => false,
-            },
+            OpenError::Connection { source, .. } => closed_by_tls_alert(source),
             _ => false,
         }
+    }
+}
+
+/// True when a connection ended with a TLS alert: a handshake refused a certificate.
+fn closed_by_tls_alert(error: &quinn::ConnectionError) -> bool {
+    fn tls_alert(code: quinn::TransportErrorCode) -> bool {
+        (0x100..=0x1ff).contains(&u64::from(code))
+    }
+    match error {
+        quinn::ConnectionError::TransportError(e) => tls_alert(e.code),
+        quinn::ConnectionError::ConnectionClosed(close) => tls_alert(close.error_code),
+        _ => false,
     }
 }
 
@@ -112,6 +117,15 @@ pub enum ReadError {
     /// The peer reset the stream or the connection was lost.
     #[error("stream read failed: {0}")]
     Stream(#[from] quinn::ReadError),
+}
+
+impl ReadError {
+    /// True when the connection was lost because the peer refused our certificate. With TLS 1.3
+    /// a client learns this only after its own side of the handshake finished, so the refusal
+    /// shows up on the first read of a stream rather than when opening it.
+    pub fn is_auth_failure(&self) -> bool {
+        matches!(self, ReadError::Stream(quinn::ReadError::ConnectionLost(e)) if closed_by_tls_alert(e))
+    }
 }
 
 /// Writing a frame failed.
