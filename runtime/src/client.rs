@@ -266,6 +266,10 @@ async fn exchange(
         ReadError::TooLarge { .. } => {
             Error::client(Code::TooLarge, format!("reply from {addr}: {e}"))
         }
+        e if e.is_auth_failure() => Error::client(
+            Code::Unauthorized,
+            format!("{addr} refused our certificate in the TLS handshake: {e}"),
+        ),
         e => match &written {
             Err(w) => Error::client(Code::Unavailable, format!("sending to {addr}: {w}")),
             Ok(()) => Error::client(Code::Unavailable, format!("no reply from {addr}: {e}")),

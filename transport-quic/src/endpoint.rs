@@ -154,6 +154,12 @@ impl Endpoint {
             .map_err(|_| OneWayError::Open(OpenError::Timeout { addr: peer }))?
     }
 
+    /// Closes the pooled connection to `peer`, if any: calls waiting on it fail at once instead
+    /// of waiting for the idle timeout. Used when membership declares the peer dead.
+    pub fn disconnect(&self, peer: SocketAddr) {
+        self.pool.disconnect(peer);
+    }
+
     /// Refuses new incoming connections; existing ones keep working.
     ///
     /// Attempts are refused explicitly by [`accept`](Self::accept), so keep calling it: a peer

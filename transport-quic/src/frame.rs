@@ -20,6 +20,8 @@ pub mod codes {
     pub const MALFORMED: VarInt = VarInt::from_u32(0x11);
     /// The node is shutting down.
     pub const SHUTDOWN: VarInt = VarInt::from_u32(0x12);
+    /// The peer was declared dead or left the cluster.
+    pub const PEER_GONE: VarInt = VarInt::from_u32(0x13);
 }
 
 /// Appends one frame holding `body` to `buf`.

@@ -61,6 +61,12 @@ impl Pool {
         Ok(conn)
     }
 
+    pub(crate) fn disconnect(&self, peer: SocketAddr) {
+        if let Some((_, conn)) = self.live.remove(&peer) {
+            conn.close(crate::frame::codes::PEER_GONE, b"peer left the cluster");
+        }
+    }
+
     pub(crate) fn close_all(&self) {
         for entry in self.live.iter() {
             entry

@@ -124,10 +124,15 @@ impl Membership {
         let chitchat = handle.chitchat();
         let mut live = chitchat.lock().await.live_nodes_watcher();
         let (view_tx, view_rx) = watch::channel(Arc::new(ClusterView::default()));
+        let endpoint = endpoint.clone();
         let view_task = tokio::spawn(async move {
             loop {
-                let view = ClusterView::from_live_nodes(&live.borrow_and_update());
-                view_tx.send_replace(Arc::new(view));
+                let view = Arc::new(ClusterView::from_live_nodes(&live.borrow_and_update()));
+                let before = view_tx.send_replace(view.clone());
+                // A dead peer's connection would hold calls until its idle timeout: close it.
+                for gone in view.departed_since(&before) {
+                    endpoint.disconnect(gone);
+                }
                 if live.changed().await.is_err() {
                     return;
                 }

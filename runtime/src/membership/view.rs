@@ -156,6 +156,18 @@ impl ClusterView {
     }
 }
 
+impl ClusterView {
+    /// Addresses of members of `before` that are no longer members.
+    pub(crate) fn departed_since(&self, before: &ClusterView) -> Vec<SocketAddr> {
+        before
+            .members
+            .iter()
+            .map(|m| m.addr)
+            .filter(|addr| !self.members.iter().any(|m| m.addr == *addr))
+            .collect()
+    }
+}
+
 /// A change to the set of service instances.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RegistryEvent {

@@ -1,0 +1,233 @@
+//! The `colony` command against a running cluster: services, members, describe, call, and the
+//! messages for a seed that does not answer and for missing credentials.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Arc;
+use std::time::Duration;
+
+use colony::{ClusterCa, Context, Error, Handler, Message, Node};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Hello {
+    name: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct HelloReply {
+    greeting: String,
+}
+
+impl Message for Hello {
+    type Reply = HelloReply;
+    const ENDPOINT: &'static str = "Greeter.Hello";
+}
+
+struct Greeter;
+
+impl Handler<Hello> for Greeter {
+    async fn handle(&mut self, req: Hello, _ctx: &Context) -> Result<HelloReply, Error> {
+        if req.name.is_empty() {
+            return Err(Error::bad_request("name is empty"));
+        }
+        Ok(HelloReply {
+            greeting: format!("Hello, {}!", req.name),
+        })
+    }
+}
+
+/// A private directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let path =
+            std::env::temp_dir().join(format!("colony-cli-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn colony(args: &[&str], ca_dir: &Path) -> Output {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_colony"));
+    cmd.args(args)
+        .arg("--ca-dir")
+        .arg(ca_dir)
+        .env_remove("COLONY_SEEDS")
+        .kill_on_drop(true);
+    tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("colony hung")
+        .expect("colony runs")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+async fn cluster(ca_dir: &Path) -> (Node, Node) {
+    let ca = Arc::new(ClusterCa::load_or_create(ca_dir).unwrap());
+    let a = Node::builder()
+        .name("a")
+        .ca(ca.clone())
+        .start()
+        .await
+        .unwrap();
+    let b = Node::builder()
+        .name("b")
+        .ca(ca)
+        .seeds([a.addr().to_string()])
+        .start()
+        .await
+        .unwrap();
+    b.service("greeter")
+        .version("2.1.0")
+        .metadata("team", "core")
+        .handler::<Hello>()
+        .spawn(|| Greeter)
+        .await
+        .unwrap();
+    let seen = a
+        .registry()
+        .wait_until(Duration::from_secs(20), |r| {
+            r.instances("greeter").len() == 1
+        })
+        .await;
+    assert!(seen, "the cluster did not form");
+    (a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_members_describe_and_call_against_a_running_cluster() {
+    let dir = TempDir::new("ok");
+    let (a, b) = cluster(&dir.0).await;
+    let seed = a.addr().to_string();
+
+    let out = colony(&["--seed", &seed, "services"], &dir.0).await;
+    assert!(out.status.success(), "services failed: {}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with("SERVICE"), "{text}");
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("greeter"))
+        .expect("greeter row");
+    assert!(row.contains("2.1.0") && row.contains('b'), "{row}");
+
+    let out = colony(&["--seed", &seed, "services", "--json"], &dir.0).await;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("services --json");
+    assert_eq!(json["greeter"][0]["id"], "greeter@b");
+    assert_eq!(json["greeter"][0]["metadata"]["team"], "core");
+
+    let out = colony(&["--seed", &seed, "members", "--json"], &dir.0).await;
+    let members: serde_json::Value = serde_json::from_slice(&out.stdout).expect("members --json");
+    let names: Vec<&str> = members
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"a") && names.contains(&"b"), "{names:?}");
+    let cli = members
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"].as_str().unwrap().starts_with("colony-cli"))
+        .expect("the CLI joins as a member");
+    assert_eq!(cli["role"], "client");
+
+    let out = colony(&["--seed", &seed, "describe", "greeter"], &dir.0).await;
+    assert!(out.status.success(), "describe failed: {}", stderr(&out));
+    assert!(stdout(&out).contains("Greeter.Hello"), "{}", stdout(&out));
+
+    let out = colony(
+        &[
+            "--seed",
+            &seed,
+            "call",
+            "greeter",
+            "Greeter.Hello",
+            r#"{"name":"John"}"#,
+        ],
+        &dir.0,
+    )
+    .await;
+    assert!(out.status.success(), "call failed: {}", stderr(&out));
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON reply");
+    assert_eq!(reply["greeting"], "Hello, John!");
+
+    // The handler's refusal reaches the terminal with its code, and a non-zero exit.
+    let out = colony(
+        &[
+            "--seed",
+            &seed,
+            "call",
+            "greeter",
+            "Greeter.Hello",
+            r#"{"name":""}"#,
+        ],
+        &dir.0,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("400 BadRequest"), "{}", stderr(&out));
+    let out = colony(
+        &["--seed", &seed, "call", "greeter", "Greeter.Nope", "{}"],
+        &dir.0,
+    )
+    .await;
+    assert!(stderr(&out).contains("404 NotFound"), "{}", stderr(&out));
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clear_messages_for_a_silent_seed_and_for_missing_credentials() {
+    let dir = TempDir::new("errors");
+    ClusterCa::load_or_create(&dir.0).unwrap();
+    // A port where nothing listens: take one and let it go.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let out = colony(
+        &["--seed", &silent.to_string(), "--wait", "1", "services"],
+        &dir.0,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no seed answered"),
+        "{}",
+        stderr(&out)
+    );
+
+    let empty = TempDir::new("empty");
+    let out = colony(&["--seed", &silent.to_string(), "services"], &empty.0).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no usable cluster credentials"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !empty.0.join(colony_quic::CA_FILE).exists(),
+        "the CLI must not create a CA"
+    );
+
+    let out = colony(&["services"], &dir.0).await;
+    assert!(stderr(&out).contains("no seed"), "{}", stderr(&out));
+}
