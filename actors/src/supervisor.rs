@@ -128,7 +128,7 @@ impl<B: Behavior> Actor for Supervisor<B> {
         myself
             .stop_children_and_wait(
                 Some("service stopping".into()),
-                Some(CHILD_STOP_GRACE.into()),
+                Some(CHILD_STOP_GRACE),
             )
             .await;
         Ok(())

@@ -1,1 +1,336 @@
-fn main() {}
+//! `colony-bench`: colony measured side by side with its peers, in the same run.
+//!
+//! ```text
+//! cargo run --release -p colony-bench -- all        # every scenario (default ~3 min)
+//! cargo run --release -p colony-bench -- rpc        # unary RPC, 2 processes, vs tonic
+//! cargo run --release -p colony-bench -- sweep      # payload sweep, vs tonic+TLS
+//! cargo run --release -p colony-bench -- seq        # sequential round trip, vs raw quinn
+//! cargo run --release -p colony-bench -- local      # in-process call, vs raw ractor
+//! cargo run --release -p colony-bench -- gossip     # membership convergence and traffic
+//!   options: --duration 3s --warmup 500ms --rounds 2 --instances 64 --concurrency 1,64,256
+//! ```
+//!
+//! The report (markdown) goes to stdout, progress to stderr. See `docs/benchmarks.md`.
+
+mod certs;
+mod child;
+mod colony_side;
+mod gossip;
+mod load;
+mod local;
+mod netstat;
+mod raw_quinn;
+mod scenarios;
+mod stats;
+mod table;
+mod tonic_side;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::certs::BoxError;
+use crate::child::ServerKind;
+use crate::scenarios::{RemoteEnv, Section, Settings};
+
+/// Benchmarks colony against tonic gRPC, raw quinn and raw ractor, in the same run.
+#[derive(Debug, Parser)]
+#[command(name = "colony-bench", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Unary RPC between two processes: colony vs tonic+TLS (and tonic in clear).
+    Rpc(RunArgs),
+    /// Payload sweep (100 B, 10 KB, 1 MB): colony vs tonic+TLS.
+    Sweep(RunArgs),
+    /// Sequential round trip in one process: colony vs raw quinn loops.
+    Seq(RunArgs),
+    /// In-process call: colony's local fast path vs a raw ractor actor.
+    Local(RunArgs),
+    /// Membership: convergence, failure detection and gossip traffic at several cluster sizes.
+    Gossip(GossipArgs),
+    /// Every scenario, in the order rpc, sweep, seq, local.
+    All(RunArgs),
+    /// Internal: serve one system in a child process until stdin closes.
+    #[command(hide = true)]
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+struct RunArgs {
+    /// Measured window per cell and round (e.g. `3`, `3s`, `500ms`).
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Warm-up before each measured window.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Runs of each cell per system; systems alternate A B C, C B A, ...
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+    rounds: u64,
+    /// Instances (actors) of colony's echo service in the server process. Several values
+    /// (`8,64`) run one colony server each in the rpc scenario; the first decides the goals.
+    #[arg(long, value_delimiter = ',', default_value = "64")]
+    instances: Vec<usize>,
+    /// Concurrency levels of the unary RPC scenario.
+    #[arg(long, value_delimiter = ',', default_value = "1,64,256")]
+    concurrency: Vec<usize>,
+    /// Payload of the RPC, sequential and local scenarios, in bytes.
+    #[arg(long, default_value_t = 100)]
+    payload: usize,
+    /// Payloads of the sweep, in bytes.
+    #[arg(long, value_delimiter = ',', default_value = "100,10000,1000000")]
+    sizes: Vec<usize>,
+    /// Concurrency of the sweep.
+    #[arg(long, default_value_t = 16)]
+    sweep_concurrency: usize,
+    /// Run only the systems whose label contains this text, e.g. `colony` (for profiling).
+    #[arg(long)]
+    only: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+struct GossipArgs {
+    /// Cluster sizes to measure (nodes in one process).
+    #[arg(long, value_delimiter = ',', default_value = "3,32")]
+    nodes: Vec<usize>,
+    /// Steady window over which gossip traffic is counted.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    steady: Duration,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// The system to serve.
+    #[arg(value_enum)]
+    kind: ServerKind,
+    /// Directory holding the certificates written by the parent.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Instances of colony's echo service.
+    #[arg(long, default_value_t = 64)]
+    instances: usize,
+}
+
+/// Parses `3`, `2.5`, `3s`, `500ms` into a duration.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, scale) = if let Some(ms) = text.strip_suffix("ms") {
+        (ms, 1e-3)
+    } else if let Some(s) = text.strip_suffix('s') {
+        (s, 1.0)
+    } else {
+        (text, 1.0)
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (try 3s or 500ms)"))?;
+    Duration::try_from_secs_f64(value * scale).map_err(|e| format!("{text:?}: {e}"))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Scenarios {
+    rpc: bool,
+    sweep: bool,
+    seq: bool,
+    local: bool,
+}
+
+impl Command {
+    fn scenarios(&self) -> Scenarios {
+        let only = |rpc, sweep, seq, local| Scenarios {
+            rpc,
+            sweep,
+            seq,
+            local,
+        };
+        match self {
+            Command::Rpc(_) => only(true, false, false, false),
+            Command::Sweep(_) => only(false, true, false, false),
+            Command::Seq(_) => only(false, false, true, false),
+            Command::Local(_) => only(false, false, false, true),
+            Command::All(_) | Command::Serve(_) | Command::Gossip(_) => {
+                only(true, true, true, true)
+            }
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Rpc(_) => "rpc",
+            Command::Sweep(_) => "sweep",
+            Command::Seq(_) => "seq",
+            Command::Local(_) => "local",
+            Command::All(_) => "all",
+            Command::Gossip(_) => "gossip",
+            Command::Serve(_) => "serve",
+        }
+    }
+}
+
+impl From<&RunArgs> for Settings {
+    fn from(a: &RunArgs) -> Self {
+        Settings {
+            warmup: a.warmup,
+            duration: a.duration,
+            rounds: usize::try_from(a.rounds).unwrap_or(usize::MAX),
+            instances: if a.instances.is_empty() {
+                vec![64]
+            } else {
+                a.instances.iter().map(|&n| n.max(1)).collect()
+            },
+            concurrency: a.concurrency.clone(),
+            payload: a.payload,
+            sweep_sizes: a.sizes.clone(),
+            sweep_concurrency: a.sweep_concurrency.max(1),
+            only: a.only.clone(),
+        }
+    }
+}
+
+fn header(command: &str, s: &Settings) -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!(
+        "# colony-bench {command}\n\n\
+         {cpus} CPUs available; release build. Each cell: {:?} warm-up then {:?} measured, \
+         {} round(s) per system, systems alternating (A B C, C B A, ...). Figures are medians \
+         across rounds; ratios are medians of same-round ratios. colony's echo service runs {} \
+         instance(s) in the server process of scenarios 1-2, one in scenarios 3-4.\n",
+        s.warmup,
+        s.duration,
+        s.rounds,
+        s.instances
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(" or ")
+    )
+}
+
+async fn run(cli: Cli) -> Result<(), BoxError> {
+    let args = match &cli.command {
+        Command::Serve(serve) => {
+            return child::serve(serve.kind, &serve.dir, serve.instances).await;
+        }
+        Command::Gossip(g) => {
+            let section = gossip::run(&g.nodes, g.steady).await;
+            println!("# colony-bench gossip\n\n{}", section.to_markdown());
+            return Ok(());
+        }
+        Command::Rpc(a)
+        | Command::Sweep(a)
+        | Command::Seq(a)
+        | Command::Local(a)
+        | Command::All(a) => a,
+    };
+    let settings = Settings::from(args);
+    let which = cli.command.scenarios();
+    let mut sections: Vec<Section> = Vec::new();
+    if which.rpc || which.sweep {
+        let env = RemoteEnv::start(&settings).await?;
+        if which.rpc {
+            sections.push(scenarios::rpc(&env, &settings).await);
+        }
+        if which.sweep {
+            sections.push(scenarios::sweep(&env, &settings).await);
+        }
+        env.stop().await;
+    }
+    if which.seq {
+        sections.push(scenarios::sequential(&settings).await?);
+    }
+    if which.local {
+        sections.push(scenarios::local(&settings).await?);
+    }
+
+    let mut report = header(cli.command.name(), &settings);
+    for section in &sections {
+        report.push('\n');
+        report.push_str(&section.to_markdown());
+    }
+    let goals: Vec<_> = sections.iter().flat_map(|s| s.goals.clone()).collect();
+    if !goals.is_empty() {
+        report.push_str("\n## Goals (targets, not assertions)\n\n");
+        report.push_str(&table::goals_table(&goals));
+    }
+    println!("{report}");
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Everything runs in a spawned task: the body of `#[tokio::main]` is not a worker thread.
+    match tokio::spawn(run(cli)).await {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            eprintln!("colony-bench: {e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("colony-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert_eq!(parse_duration("2.5s").unwrap(), Duration::from_millis(2500));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn cli_accepts_every_command_and_options() {
+        let cli = Cli::try_parse_from([
+            "colony-bench",
+            "rpc",
+            "--duration",
+            "1s",
+            "--rounds",
+            "3",
+            "--concurrency",
+            "4,8",
+            "--instances",
+            "8,64",
+        ])
+        .unwrap();
+        let Command::Rpc(args) = &cli.command else {
+            panic!("parsed {:?}", cli.command)
+        };
+        let s = Settings::from(args);
+        assert_eq!(s.duration, Duration::from_secs(1));
+        assert_eq!(s.warmup, Duration::from_millis(500));
+        assert_eq!(s.rounds, 3);
+        assert_eq!(s.concurrency, vec![4, 8]);
+        assert_eq!(s.instances, vec![8, 64]);
+        assert_eq!(s.sweep_sizes, vec![100, 10_000, 1_000_000]);
+        assert!(!cli.command.scenarios().sweep);
+        for cmd in ["local", "seq", "sweep", "all"] {
+            assert!(Cli::try_parse_from(["colony-bench", cmd]).is_ok(), "{cmd}");
+        }
+        assert!(Cli::try_parse_from(["colony-bench", "all", "--rounds", "0"]).is_err());
+        let serve =
+            Cli::try_parse_from(["colony-bench", "serve", "tonic-tls", "--dir", "/tmp/x"]).unwrap();
+        assert!(matches!(
+            serve.command,
+            Command::Serve(ServeArgs {
+                kind: ServerKind::TonicTls,
+                ..
+            })
+        ));
+    }
+}

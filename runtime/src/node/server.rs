@@ -140,12 +140,19 @@ async fn serve_call(
     // Both fit: the header is small and the body was checked against the limit above.
     let _ = frame::encode_frame(&mut out, &header, usize::MAX);
     let _ = frame::encode_frame(&mut out, &body, usize::MAX);
-    if frame::write_frames(&mut send, out.freeze()).await.is_ok() {
+    let written = frame::write_frames(&mut send, out.freeze()).await.is_ok();
+    if written {
         let _ = send.finish();
     }
     if failed {
         // Whatever else the caller sends on this stream will not be read.
         let _ = recv.stop(codes::MALFORMED);
+    }
+    if written {
+        // Stay a call in flight until the caller has acknowledged the whole reply: shutdown
+        // waits for calls in flight and then closes connections, which discards reply bytes
+        // still unsent or unacknowledged.
+        let _ = send.stopped().await;
     }
 }
 

@@ -73,6 +73,6 @@ impl ServiceRef {
 pub(crate) async fn stop_service(service: &dyn LocalService) {
     let _ = service
         .supervisor()
-        .stop_and_wait(Some("service stopped".into()), Some(STOP_GRACE.into()))
+        .stop_and_wait(Some("service stopped".into()), Some(STOP_GRACE))
         .await;
 }
