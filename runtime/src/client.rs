@@ -1,5 +1,6 @@
 //! Calling services: in-process through the mailbox, or on another node over QUIC.
 
+use std::borrow::Cow;
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -176,7 +177,7 @@ async fn local<M: Message>(
     let deadline = Instant::now() + timeout;
     let ctx = Context {
         service,
-        endpoint: Arc::from(M::ENDPOINT),
+        endpoint: Cow::Borrowed(M::ENDPOINT),
         request_id: shared.request_id(),
         deadline,
         metadata: call.metadata,
@@ -356,7 +357,7 @@ async fn json_local(
 ) -> Result<Vec<u8>, Error> {
     let ctx = Context {
         service,
-        endpoint: Arc::from(endpoint),
+        endpoint: Cow::Owned(endpoint.to_string()),
         request_id: shared.request_id(),
         deadline: Instant::now() + timeout,
         metadata: Metadata::default(),

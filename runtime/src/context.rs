@@ -1,5 +1,6 @@
 //! What a handler knows about the call it is answering.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -56,7 +57,8 @@ impl Metadata {
 #[derive(Debug, Clone)]
 pub struct Context {
     pub(crate) service: Arc<str>,
-    pub(crate) endpoint: Arc<str>,
+    /// Borrowed for in-process calls (the message type's constant): no allocation per call.
+    pub(crate) endpoint: Cow<'static, str>,
     pub(crate) request_id: u64,
     pub(crate) deadline: Instant,
     pub(crate) metadata: Metadata,

@@ -19,6 +19,10 @@ pub struct TransportConfig {
     /// Concurrent one-way (uni-directional) streams a peer may open: gossip and other
     /// fire-and-forget messages. Default 256.
     pub max_concurrent_oneway: u32,
+    /// Requested UDP send and receive buffer size, in bytes. Default 4 MiB. The kernel's
+    /// default (about 200 KiB on Linux) drops datagrams under bursts, which QUIC then treats
+    /// as congestion; Linux caps the request at `net.core.rmem_max` / `wmem_max`.
+    pub socket_buffer: usize,
     /// Largest one-way message accepted, in bytes. Default 128 KiB (a chitchat message is at
     /// most 64 KiB).
     pub max_oneway: usize,
@@ -33,6 +37,7 @@ impl Default for TransportConfig {
             idle_timeout: Duration::from_secs(30),
             keep_alive: Duration::from_secs(5),
             max_concurrent_oneway: 256,
+            socket_buffer: 4 * 1024 * 1024,
             max_oneway: 128 * 1024,
         }
     }

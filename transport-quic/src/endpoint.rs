@@ -30,6 +30,21 @@ impl std::fmt::Debug for Endpoint {
     }
 }
 
+/// A UDP socket bound to `addr` with larger buffers. A refused buffer size is not an error:
+/// the socket still works, only with the kernel's default.
+fn udp_socket(addr: SocketAddr, buffer: usize) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if let Err(e) = socket.set_recv_buffer_size(buffer) {
+        tracing::debug!(error = %e, "cannot raise the UDP receive buffer");
+    }
+    if let Err(e) = socket.set_send_buffer_size(buffer) {
+        tracing::debug!(error = %e, "cannot raise the UDP send buffer");
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
 fn quic_err(e: impl std::fmt::Display) -> IdentityError {
     IdentityError::Pem(format!("QUIC TLS config: {e}"))
 }
@@ -55,8 +70,20 @@ impl Endpoint {
         let mut client_config = quinn::ClientConfig::new(Arc::new(client_tls));
         client_config.transport_config(transport);
 
-        let mut quinn = quinn::Endpoint::server(server_config, addr)
-            .map_err(|source| BindError::Io { addr, source })?;
+        let io = |source| BindError::Io { addr, source };
+        let socket = udp_socket(addr, config.socket_buffer).map_err(io)?;
+        let runtime = quinn::default_runtime().ok_or_else(|| {
+            io(std::io::Error::other(
+                "no tokio runtime to run the endpoint on",
+            ))
+        })?;
+        let mut quinn = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server_config),
+            socket,
+            runtime,
+        )
+        .map_err(io)?;
         quinn.set_default_client_config(client_config);
         Ok(Self {
             quinn,

@@ -226,7 +226,7 @@ async fn answer(shared: &Shared, recv: &mut RecvStream, peer: SocketAddr) -> Opt
     };
     let ctx = Context {
         service: service_name,
-        endpoint: header.endpoint.as_str().into(),
+        endpoint: header.endpoint.into(),
         request_id,
         deadline,
         metadata: header.metadata,

@@ -5,7 +5,6 @@
 //! and a [`WireCodec`] to turn bytes into the request and the reply into bytes for remote calls.
 
 use std::any::{Any, TypeId};
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -31,7 +30,8 @@ pub(crate) struct WireCodec {
 }
 
 pub(crate) struct Route<S> {
-    /// The request type registered, checked on local calls, which skip decoding.
+    pub(crate) name: &'static str,
+    /// The request type registered: in-process calls, which skip decoding, are routed by it.
     pub(crate) request_type: TypeId,
     pub(crate) handle: HandleFn<S>,
     pub(crate) codec: WireCodec,
@@ -67,15 +67,16 @@ fn encode_reply<M: Message>(ct: ContentType, reply: &AnyBox) -> Result<Vec<u8>, 
 }
 
 /// The endpoints one service type answers.
+///
+/// A plain vector scanned on lookup: services have a handful of endpoints, and comparing type
+/// ids (in-process calls) or short names (remote calls) beats hashing on the call path.
 pub(crate) struct Endpoints<S> {
-    routes: HashMap<&'static str, Route<S>>,
+    routes: Vec<Route<S>>,
 }
 
 impl<S> Default for Endpoints<S> {
     fn default() -> Self {
-        Self {
-            routes: HashMap::new(),
-        }
+        Self { routes: Vec::new() }
     }
 }
 
@@ -85,25 +86,30 @@ impl<S: Send + 'static> Endpoints<S> {
     where
         S: Handler<M>,
     {
-        self.routes.insert(
-            M::ENDPOINT,
-            Route {
-                request_type: TypeId::of::<M>(),
-                handle: handle_erased::<S, M>,
-                codec: WireCodec {
-                    decode_request: decode_request::<M>,
-                    encode_reply: encode_reply::<M>,
-                },
+        self.routes.retain(|r| r.name != M::ENDPOINT);
+        self.routes.push(Route {
+            name: M::ENDPOINT,
+            request_type: TypeId::of::<M>(),
+            handle: handle_erased::<S, M>,
+            codec: WireCodec {
+                decode_request: decode_request::<M>,
+                encode_reply: encode_reply::<M>,
             },
-        );
+        });
     }
 
+    /// The route of an endpoint name.
     pub(crate) fn get(&self, endpoint: &str) -> Option<&Route<S>> {
-        self.routes.get(endpoint)
+        self.routes.iter().find(|r| r.name == endpoint)
+    }
+
+    /// The route of a request type.
+    pub(crate) fn by_type(&self, request_type: TypeId) -> Option<&Route<S>> {
+        self.routes.iter().find(|r| r.request_type == request_type)
     }
 
     pub(crate) fn names(&self) -> Vec<&'static str> {
-        let mut names: Vec<_> = self.routes.keys().copied().collect();
+        let mut names: Vec<_> = self.routes.iter().map(|r| r.name).collect();
         names.sort_unstable();
         names
     }

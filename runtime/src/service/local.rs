@@ -51,18 +51,25 @@ impl<S: Send + 'static> LocalService for RunningService<S> {
     }
 
     fn dispatch(&self, endpoint: &str, request: AnyBox, ctx: Context) -> Result<Pending, Error> {
-        let route = self.endpoints.get(endpoint).ok_or_else(|| {
-            Error::server(
-                Code::NotFound,
-                format!("service {} has no endpoint {endpoint}", ctx.service),
-            )
-        })?;
-        if (*request).type_id() != route.request_type {
-            return Err(Error::server(
-                Code::BadRequest,
-                format!("{endpoint} is registered with another request type"),
-            ));
-        }
+        // By request type first: no hashing on the hot path, and a decoded remote request
+        // always matches the route that decoded it.
+        let route = match self.endpoints.by_type((*request).type_id()) {
+            Some(route) if route.name == endpoint => route,
+            _ => {
+                let detail = if self.endpoints.get(endpoint).is_some() {
+                    (
+                        Code::BadRequest,
+                        format!("{endpoint} is registered with another request type"),
+                    )
+                } else {
+                    (
+                        Code::NotFound,
+                        format!("service {} has no endpoint {endpoint}", ctx.service),
+                    )
+                };
+                return Err(Error::server(detail.0, detail.1));
+            }
+        };
         let (reply, pending) = oneshot::channel();
         let mut envelope = Envelope {
             handle: route.handle,
@@ -159,7 +166,7 @@ pub(crate) async fn call_encoded(
     content_type: ContentType,
     body: &[u8],
 ) -> Result<Vec<u8>, Error> {
-    let endpoint = ctx.endpoint.clone();
+    let endpoint = ctx.endpoint.clone().into_owned();
     let codec = service.codec(&endpoint).ok_or_else(|| {
         Error::server(
             Code::NotFound,
