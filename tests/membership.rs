@@ -41,7 +41,10 @@ async fn three_nodes_see_every_service_and_call_by_name() {
     start_fixture(&a, "alpha", 1).await;
     start_fixture(&b, "beta", 2).await;
     for node in [&a, &b, &c] {
-        converge(node, "alpha and beta", |r| r.services() == ["alpha", "beta"]).await;
+        converge(node, "alpha and beta", |r| {
+            r.services() == ["alpha", "beta"]
+        })
+        .await;
         converge(node, "three members", |r| r.members().len() == 3).await;
     }
     let beta = b.registry().instances("beta");
@@ -62,7 +65,11 @@ async fn three_nodes_see_every_service_and_call_by_name() {
     assert!(reply.remote, "the call reached b over the network");
     assert_eq!(reply.service, "beta");
     // a runs alpha itself: the local fast path serves it.
-    let reply = a.client().call("alpha", Echo { text: "hi".into() }).await.unwrap();
+    let reply = a
+        .client()
+        .call("alpha", Echo { text: "hi".into() })
+        .await
+        .unwrap();
     assert!(!reply.remote);
     // JSON without Rust types, as the CLI does.
     let json = c
@@ -72,7 +79,10 @@ async fn three_nodes_see_every_service_and_call_by_name() {
         .expect("json call by name");
     assert_eq!(json["text"], "raw");
 
-    let err = expect_err(c.client().call("gamma", Echo { text: "?".into() }).await, "unknown");
+    let err = expect_err(
+        c.client().call("gamma", Echo { text: "?".into() }).await,
+        "unknown",
+    );
     assert_eq!(err.code(), Code::NotFound);
     assert_eq!(err.origin(), Origin::Client);
     for node in [c, b, a] {
@@ -107,7 +117,11 @@ async fn a_dead_node_leaves_every_view_and_calls_go_to_survivors() {
     start_fixture(&c, "svc", 1).await;
     converge(&a, "c back", |r| r.instances("svc").len() == 2).await;
     let member = a.members().into_iter().find(|m| m.name == "c").unwrap();
-    assert_eq!(member.addr, c.addr(), "the new incarnation replaced the old one");
+    assert_eq!(
+        member.addr,
+        c.addr(),
+        "the new incarnation replaced the old one"
+    );
     for node in [c, b, a] {
         within("shutdown", node.shutdown()).await;
     }
@@ -173,9 +187,15 @@ async fn different_cluster_ids_never_merge() {
         .unwrap();
     start_fixture(&x, "x-svc", 1).await;
     // Positive control: gossip works inside each cluster...
-    converge(&y, "x-svc in its own cluster", |r| r.instances("x-svc").len() == 1).await;
+    converge(&y, "x-svc in its own cluster", |r| {
+        r.instances("x-svc").len() == 1
+    })
+    .await;
     for node in [&a, &b, &x, &y] {
-        converge(node, "its cluster's two members", |r| r.members().len() == 2).await;
+        converge(node, "its cluster's two members", |r| {
+            r.members().len() == 2
+        })
+        .await;
     }
     // ...while x has been gossiping at a all along: a knows nothing of x or y, and x of a.
     let names = |n: &Node| n.members().into_iter().map(|m| m.name).collect::<Vec<_>>();
@@ -237,7 +257,11 @@ async fn garbage_on_the_gossip_path_does_not_disturb_the_cluster() {
     }
     let (mut send, _recv) = raw.open(a.addr()).await.unwrap();
     let _ = send.write_all(&[0x01; 64]).await;
-    wait_until(|| a.gossip_stats().rejected >= 1, "the garbage to be rejected").await;
+    wait_until(
+        || a.gossip_stats().rejected >= 1,
+        "the garbage to be rejected",
+    )
+    .await;
 
     // The cluster still works: a new service on b reaches a, and calls by name go through.
     start_fixture(&b, "after", 1).await;
@@ -263,7 +287,11 @@ async fn graceful_shutdown_withdraws_instances_before_the_failure_detector_would
         phi_threshold: 10_000.0,
         ..MembershipConfig::default()
     };
-    let a = node_builder(&ca, "a").membership(lenient.clone()).start().await.unwrap();
+    let a = node_builder(&ca, "a")
+        .membership(lenient.clone())
+        .start()
+        .await
+        .unwrap();
     let b = node_builder(&ca, "b")
         .membership(MembershipConfig {
             seeds: vec![a.addr().to_string()],
@@ -278,7 +306,9 @@ async fn graceful_shutdown_withdraws_instances_before_the_failure_detector_would
     // With phi 10 000 the detector would need over half an hour of silence; the leave is news.
     let gone = a
         .registry()
-        .wait_until(Duration::from_secs(10), |r| r.instances("leaving").is_empty())
+        .wait_until(Duration::from_secs(10), |r| {
+            r.instances("leaving").is_empty()
+        })
         .await;
     assert!(gone, "b's instances were not withdrawn on shutdown");
     within("shutdown", a.shutdown()).await;

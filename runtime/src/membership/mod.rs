@@ -194,9 +194,12 @@ impl Membership {
             for key in keys {
                 state.delete(&key);
             }
+            // Every node we know of, not only the ones the failure detector already calls live:
+            // a peer seen for the first time moments ago must hear of the leave too.
             let me = chitchat.self_chitchat_id().clone();
             chitchat
-                .live_nodes()
+                .node_states()
+                .keys()
                 .filter(|id| **id != me)
                 .map(|id| id.gossip_advertise_addr)
                 .collect()

@@ -105,7 +105,17 @@ async fn serve_call(
     mut recv: RecvStream,
     peer: SocketAddr,
 ) {
-    let Some(answer) = answer(&shared, &mut recv, peer).await else {
+    // A caller that gives up (its deadline passed, it was cancelled) stops the stream: drop the
+    // call then, so an instance that has not started it yet skips it.
+    let caller_gone = send.stopped();
+    let answered = tokio::select! {
+        answered = answer(&shared, &mut recv, peer) => answered,
+        _ = caller_gone => {
+            tracing::debug!(node = %shared.name, %peer, "caller gave up; call dropped");
+            return;
+        }
+    };
+    let Some(answer) = answered else {
         // Nothing readable arrived (the caller reset or closed the stream): nobody to answer.
         frame::abandon(&mut send, &mut recv, codes::MALFORMED);
         return;

@@ -1,0 +1,154 @@
+//! A handler that panics: its caller gets `Internal`, the supervisor replaces the instance (one
+//! restart, fresh state), and the next call is served — for local and remote callers alike.
+
+use colony::{Code, Node, Origin};
+use colony_tests::*;
+
+/// Waits until the service has restarted `restarts` times in all and runs its one instance again.
+async fn wait_restarted(fixture: &FixtureService, restarts: u64) {
+    let service = fixture.service.clone();
+    wait_until(
+        move || service.restarts() == restarts && service.live_instances() == 1,
+        &format!("restart #{restarts} of the panicked instance"),
+    )
+    .await;
+}
+
+/// Runs the panic scenario against a fresh service on `server`, calling from `caller`, over
+/// QUIC when `remote`.
+async fn panic_and_recover(server: &Node, caller: &Node, remote: bool) {
+    let fixture = start_fixture(server, "panicky", 1).await;
+    let at = server.addr();
+    let client = caller.client();
+    let count = || async {
+        let call = client.request("panicky", Count {});
+        if remote {
+            call.at(at).await
+        } else {
+            call.await
+        }
+    };
+    assert_eq!(count().await.unwrap(), 1);
+    assert_eq!(count().await.unwrap(), 2);
+    assert_eq!(fixture.service.restarts(), 0);
+
+    let call = client.request("panicky", Panic {});
+    let err = expect_err(
+        within("panicking call", if remote { call.at(at) } else { call }).await,
+        "panicking call",
+    );
+    assert_eq!(err.code(), Code::Internal, "{err}");
+    assert_eq!(err.origin(), Origin::Server, "{err}");
+
+    wait_restarted(&fixture, 1).await;
+    assert_eq!(fixture.service.live_instances(), 1);
+    // Served by the fresh instance: its state starts from the factory again.
+    assert_eq!(
+        count().await.unwrap(),
+        1,
+        "the restarted instance starts clean"
+    );
+    assert_eq!(fixture.service.restarts(), 1, "one panic, one restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_fails_the_local_call_and_the_instance_restarts() {
+    let ca = new_ca();
+    let a = start_node(&ca, "a").await;
+    panic_and_recover(&a, &a, false).await;
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_fails_the_remote_call_and_the_instance_restarts() {
+    let ca = new_ca();
+    let a = start_node(&ca, "a").await;
+    let b = start_node(&ca, "b").await;
+    panic_and_recover(&a, &b, true).await;
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_and_remote_callers_see_the_same_panic_error() {
+    let ca = new_ca();
+    let a = start_node(&ca, "a").await;
+    let b = start_node(&ca, "b").await;
+    let fixture = start_fixture(&a, "panicky", 1).await;
+
+    let local = expect_err(a.client().call("panicky", Panic {}).await, "local panic");
+    wait_restarted(&fixture, 1).await;
+    let bin = expect_err(
+        b.client().call_at(a.addr(), "panicky", Panic {}).await,
+        "remote panic",
+    );
+    wait_restarted(&fixture, 2).await;
+    let json = expect_err(
+        b.client()
+            .request("panicky", Panic {})
+            .at(a.addr())
+            .json()
+            .await,
+        "remote JSON panic",
+    );
+    wait_restarted(&fixture, 3).await;
+    assert_eq!(local.code(), Code::Internal);
+    assert_eq!(local, bin, "local and remote callers get the same error");
+    assert_eq!(local, json);
+
+    // Other calls go on being served, from both sides.
+    let reply = b
+        .client()
+        .call_at(
+            a.addr(),
+            "panicky",
+            Echo {
+                text: "after".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.text, "after");
+    assert_eq!(a.client().call("panicky", Count {}).await.unwrap(), 1);
+
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_one_instance_leaves_the_others_serving() {
+    let ca = new_ca();
+    let a = start_node(&ca, "a").await;
+    let b = start_node(&ca, "b").await;
+    let fixture = start_fixture(&a, "panicky", 3).await;
+
+    let err = expect_err(
+        b.client().call_at(a.addr(), "panicky", Panic {}).await,
+        "remote panic",
+    );
+    assert_eq!(err.code(), Code::Internal);
+    let service = fixture.service.clone();
+    wait_until(
+        move || service.restarts() == 1 && service.live_instances() == 3,
+        "the panicked instance to be replaced",
+    )
+    .await;
+    for i in 0..6 {
+        let reply = b
+            .client()
+            .call_at(
+                a.addr(),
+                "panicky",
+                Echo {
+                    text: format!("{i}"),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(reply.text, format!("{i}"));
+    }
+    assert_eq!(fixture.service.restarts(), 1);
+
+    b.shutdown().await;
+    a.shutdown().await;
+}
