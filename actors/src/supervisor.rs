@@ -126,10 +126,7 @@ impl<B: Behavior> Actor for Supervisor<B> {
     ) -> Result<(), ActorProcessingErr> {
         self.instances.clear();
         myself
-            .stop_children_and_wait(
-                Some("service stopping".into()),
-                Some(CHILD_STOP_GRACE),
-            )
+            .stop_children_and_wait(Some("service stopping".into()), Some(CHILD_STOP_GRACE))
             .await;
         Ok(())
     }
