@@ -1,22 +1,25 @@
 //! `colony-test-node`: a node in its own process, for the multi-process tests.
 //!
 //! ```text
-//! colony-test-node --ca-dir DIR [--name NAME]
+//! colony-test-node --ca-dir DIR [--name NAME] [--seed ADDR]... [--service NAME]...
 //! ```
 //!
-//! Starts a node on `127.0.0.1:0` trusting the CA in `DIR/ca.pem`, runs the fixture service as
-//! `fixture` (2 instances), prints `LISTENING <addr>` on stdout, and serves until its stdin closes
+//! Starts a node on `127.0.0.1:0` trusting the CA in `DIR/ca.pem` (joining the cluster through
+//! the seeds), runs the fixture service as `fixture` (2 instances) and under every `--service`
+//! name, and the `inspect` service that reports this node's registry view; prints `LISTENING <addr>` on stdout, and serves until its stdin closes
 //! (then shuts down gracefully and exits 0) or it is killed.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use colony::Node;
-use colony_tests::{init_tracing, start_fixture, FIXTURE};
+use colony_tests::{init_tracing, start_fixture, Inspect, Inspector, FIXTURE, INSPECT};
 use tokio::io::AsyncReadExt;
 
 fn usage() -> ! {
-    eprintln!("usage: colony-test-node --ca-dir DIR [--name NAME]");
+    eprintln!(
+        "usage: colony-test-node --ca-dir DIR [--name NAME] [--seed ADDR]... [--service NAME]..."
+    );
     std::process::exit(2);
 }
 
@@ -24,11 +27,15 @@ fn usage() -> ! {
 async fn main() {
     let mut ca_dir: Option<PathBuf> = None;
     let mut name = format!("child-{}", std::process::id());
+    let mut seeds = Vec::new();
+    let mut services = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--ca-dir" => ca_dir = Some(args.next().unwrap_or_else(|| usage()).into()),
             "--name" => name = args.next().unwrap_or_else(|| usage()),
+            "--seed" => seeds.push(args.next().unwrap_or_else(|| usage())),
+            "--service" => services.push(args.next().unwrap_or_else(|| usage())),
             _ => usage(),
         }
     }
@@ -40,9 +47,10 @@ async fn main() {
     }));
 
     let node = Node::builder()
-        .name(name)
+        .name(name.clone())
         .listen("127.0.0.1:0")
         .ca_dir(ca_dir)
+        .seeds(seeds)
         .start()
         .await
         .unwrap_or_else(|e| {
@@ -50,6 +58,18 @@ async fn main() {
             std::process::exit(1);
         });
     let _fixture = start_fixture(&node, FIXTURE, 2).await;
+    for service in &services {
+        start_fixture(&node, service, 1).await;
+    }
+    let inspector = Inspector {
+        node: name,
+        registry: node.registry().clone(),
+    };
+    node.service(INSPECT)
+        .handler::<Inspect>()
+        .spawn(move || inspector.clone())
+        .await
+        .expect("inspect service starts");
 
     {
         let mut out = std::io::stdout().lock();

@@ -344,6 +344,68 @@ pub async fn start_fixture(node: &Node, name: &str, instances: usize) -> Fixture
     FixtureService { service, stats }
 }
 
+/// Asks a node what its registry holds (served by `colony-test-node` as service [`INSPECT`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Inspect {}
+
+/// A node's view of the cluster, as [`Inspect`] returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeView {
+    /// The answering node's name.
+    pub node: String,
+    /// Service name to instance ids, sorted.
+    pub services: std::collections::BTreeMap<String, Vec<String>>,
+    /// Member names, sorted.
+    pub members: Vec<String>,
+}
+
+impl Message for Inspect {
+    type Reply = NodeView;
+    const ENDPOINT: &'static str = "Inspect.View";
+}
+
+/// Name of the introspection service every `colony-test-node` runs.
+pub const INSPECT: &str = "inspect";
+
+/// Answers [`Inspect`] from a node's registry.
+#[derive(Debug, Clone)]
+pub struct Inspector {
+    /// The node's name.
+    pub node: String,
+    /// The node's registry.
+    pub registry: colony::Registry,
+}
+
+impl Handler<Inspect> for Inspector {
+    async fn handle(&mut self, _req: Inspect, _ctx: &Context) -> Result<NodeView, Error> {
+        let services = self
+            .registry
+            .services()
+            .into_iter()
+            .map(|s| {
+                let mut ids: Vec<String> = self
+                    .registry
+                    .instances(&s)
+                    .into_iter()
+                    .map(|i| i.id)
+                    .collect();
+                ids.sort();
+                (s, ids)
+            })
+            .collect();
+        Ok(NodeView {
+            node: self.node.clone(),
+            services,
+            members: self
+                .registry
+                .members()
+                .into_iter()
+                .map(|m| m.name)
+                .collect(),
+        })
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Nodes
 // ---------------------------------------------------------------------------------------------
@@ -644,11 +706,17 @@ impl ChildNode {
     /// Starts `exe --ca-dir <ca_dir> --name <name>` and waits (bounded) for its
     /// `LISTENING <addr>` line. Blocking: call it from `spawn_blocking` in async tests.
     pub fn spawn(exe: &Path, ca_dir: &Path, name: &str) -> Self {
+        Self::spawn_with(exe, ca_dir, name, &[])
+    }
+
+    /// [`spawn`](Self::spawn) with extra arguments (`--seed ADDR`, `--service NAME`).
+    pub fn spawn_with(exe: &Path, ca_dir: &Path, name: &str, extra: &[String]) -> Self {
         let child = Command::new(exe)
             .arg("--ca-dir")
             .arg(ca_dir)
             .arg("--name")
             .arg(name)
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -1,0 +1,186 @@
+//! A three-node cluster in three OS processes: join, every service in every node's view, calls
+//! by name, `kill -9` of one node, and its restart.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use colony::{Node, RegistryEvent};
+use colony_tests::*;
+
+const EXE: &str = env!("CARGO_BIN_EXE_colony-test-node");
+
+async fn spawn(ca_dir: PathBuf, name: &str, seed: Option<SocketAddr>, service: &str) -> ChildNode {
+    let mut extra = vec!["--service".to_string(), service.to_string()];
+    if let Some(seed) = seed {
+        extra.extend(["--seed".to_string(), seed.to_string()]);
+    }
+    let name = name.to_string();
+    tokio::task::spawn_blocking(move || ChildNode::spawn_with(EXE.as_ref(), &ca_dir, &name, &extra))
+        .await
+        .expect("spawn child node")
+}
+
+/// Polls the node at `addr` for its registry view until `ready` holds.
+async fn wait_view(me: &Node, addr: SocketAddr, what: &str, ready: impl Fn(&NodeView) -> bool) {
+    let poll = async {
+        loop {
+            let view = me
+                .client()
+                .request(INSPECT, Inspect {})
+                .at(addr)
+                .timeout(Duration::from_secs(2))
+                .await;
+            if matches!(&view, Ok(v) if ready(v)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    if tokio::time::timeout(HANG_LIMIT, poll).await.is_err() {
+        panic!("the node at {addr} never showed {what}");
+    }
+}
+
+fn fixture_ids(view: &NodeView) -> Vec<String> {
+    view.services.get(FIXTURE).cloned().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_join_survive_a_kill_and_rejoin() {
+    let ca = new_ca();
+    let dir = write_ca_dir(&ca);
+    let n1 = spawn(dir.path().into(), "n1", None, "svc-1").await;
+    let n2 = spawn(dir.path().into(), "n2", Some(n1.addr()), "svc-2").await;
+    let n3 = spawn(dir.path().into(), "n3", Some(n1.addr()), "svc-3").await;
+    let me = node_builder(&ca, "observer")
+        .seeds([n1.addr().to_string()])
+        .client_only()
+        .start()
+        .await
+        .unwrap();
+    // A consumer that keeps up, recording what happens to n3's fixture instance.
+    let mut watch = me.registry().watch();
+    let (n3_tx, mut n3_events) = tokio::sync::mpsc::unbounded_channel();
+    let watcher = tokio::spawn(async move {
+        while let Some(event) = watch.next().await {
+            let kind = match &event {
+                RegistryEvent::Created(i) if i.id == "fixture@n3" => "created",
+                RegistryEvent::Deleted(i) if i.id == "fixture@n3" => "deleted",
+                _ => continue,
+            };
+            let _ = n3_tx.send(kind);
+        }
+    });
+
+    // Every node sees every service, and every member.
+    let all_three = ["fixture@n1", "fixture@n2", "fixture@n3"];
+    for node in [&n1, &n2, &n3] {
+        wait_view(&me, node.addr(), "the whole cluster", |v| {
+            fixture_ids(v) == all_three
+                && ["svc-1", "svc-2", "svc-3"]
+                    .iter()
+                    .all(|s| v.services.get(*s).is_some_and(|i| i.len() == 1))
+                && ["n1", "n2", "n3", "observer"]
+                    .iter()
+                    .all(|m| v.members.iter().any(|x| x == m))
+        })
+        .await;
+    }
+    assert!(
+        me.registry()
+            .wait_until(HANG_LIMIT, |r| r.instances(FIXTURE).len() == 3)
+            .await
+    );
+    // By name, from this process, to whichever node runs the service.
+    for service in ["svc-1", "svc-2", "svc-3"] {
+        let reply = me
+            .client()
+            .call(
+                service,
+                Echo {
+                    text: service.into(),
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("call {service} by name: {e}"));
+        assert!(reply.remote);
+        assert_eq!(reply.service, service);
+    }
+
+    // kill -9 (the guard's drop kills with SIGKILL): no goodbye, only silence.
+    drop(n3);
+    for node in [&n1, &n2] {
+        wait_view(&me, node.addr(), "n3 gone", |v| {
+            fixture_ids(v) == ["fixture@n1", "fixture@n2"]
+                && !v.services.contains_key("svc-3")
+                && !v.members.iter().any(|m| m == "n3")
+        })
+        .await;
+    }
+    assert!(
+        me.registry()
+            .wait_until(HANG_LIMIT, |r| r.instances(FIXTURE).len() == 2)
+            .await
+    );
+    for i in 0..6 {
+        me.client()
+            .call(
+                FIXTURE,
+                Echo {
+                    text: format!("after kill {i}"),
+                },
+            )
+            .await
+            .expect("survivors answer calls by name");
+    }
+    let err = expect_err(
+        me.client()
+            .call(
+                "svc-3",
+                Echo {
+                    text: "gone".into(),
+                },
+            )
+            .await,
+        "service of the dead node",
+    );
+    assert_eq!(err.code(), colony::Code::NotFound);
+
+    // The same name comes back in a new process and is everywhere again.
+    let n3 = spawn(dir.path().into(), "n3", Some(n1.addr()), "svc-3").await;
+    for node in [&n1, &n2, &n3] {
+        wait_view(&me, node.addr(), "n3 back", |v| {
+            fixture_ids(v) == all_three && v.services.get("svc-3").is_some_and(|i| i.len() == 1)
+        })
+        .await;
+    }
+    assert!(
+        me.registry()
+            .wait_until(HANG_LIMIT, |r| r.instances("svc-3").len() == 1)
+            .await
+    );
+    assert_eq!(me.registry().instances("svc-3")[0].addr, n3.addr());
+    me.client()
+        .call(
+            "svc-3",
+            Echo {
+                text: "back".into(),
+            },
+        )
+        .await
+        .expect("restarted node answers");
+
+    // The watch saw n3's instance arrive, leave and come back, in that order.
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        seen.push(
+            within("watch events", n3_events.recv())
+                .await
+                .expect("watch ended"),
+        );
+    }
+    assert_eq!(seen, ["created", "deleted", "created"]);
+    within("observer shutdown", me.shutdown()).await;
+    within("watch ends with the node", watcher).await.unwrap();
+}
