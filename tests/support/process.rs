@@ -1,0 +1,147 @@
+//! Temporary directories and nodes in child processes.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use colony::ClusterCa;
+
+use crate::*;
+
+/// A private temporary directory, removed on drop.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates a fresh directory under the system temporary directory.
+    pub fn new(prefix: &str) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path = std::env::temp_dir().join(format!(
+            "colony-tests-{prefix}-{}-{n}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        Self(path)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes `ca` as `ca.pem` in a new temporary directory, for `NodeBuilder::ca_dir`.
+pub fn write_ca_dir(ca: &ClusterCa) -> TempDir {
+    let dir = TempDir::new("ca");
+    std::fs::write(dir.path().join(colony_quic::CA_FILE), ca.to_pem()).expect("write CA");
+    dir
+}
+
+/// A node running in a child process (the `colony-test-node` binary). Dropping the guard kills
+/// the process and reaps it, whatever path the test takes.
+#[derive(Debug)]
+pub struct ChildNode {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    addr: SocketAddr,
+}
+
+impl ChildNode {
+    /// Starts `exe --ca-dir <ca_dir> --name <name>` and waits (bounded) for its
+    /// `LISTENING <addr>` line. Blocking: call it from `spawn_blocking` in async tests.
+    pub fn spawn(exe: &Path, ca_dir: &Path, name: &str) -> Self {
+        Self::spawn_with(exe, ca_dir, name, &[])
+    }
+
+    /// [`spawn`](Self::spawn) with extra arguments (`--seed ADDR`, `--service NAME`).
+    pub fn spawn_with(exe: &Path, ca_dir: &Path, name: &str, extra: &[String]) -> Self {
+        let child = Command::new(exe)
+            .arg("--ca-dir")
+            .arg(ca_dir)
+            .arg("--name")
+            .arg(name)
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start colony-test-node");
+        // From here on the guard owns the process: any panic below kills it.
+        let mut guard = ChildNode {
+            child,
+            stdin: None,
+            addr: "127.0.0.1:0".parse().unwrap(),
+        };
+        guard.stdin = guard.child.stdin.take();
+        let stdout = guard.child.stdout.take().expect("child stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Keep draining stdout after the address line so the child never blocks on it.
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.strip_prefix("LISTENING ") {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addr.trim().to_string());
+                    }
+                }
+            }
+        });
+        let line = rx
+            .recv_timeout(HANG_LIMIT)
+            .expect("colony-test-node printed no LISTENING line");
+        guard.addr = line.parse().expect("LISTENING address parses");
+        guard
+    }
+
+    /// The child node's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The child's process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Closes the child's stdin, which asks it to shut down.
+    pub fn close_stdin(&mut self) {
+        if let Some(mut stdin) = self.stdin.take() {
+            let _ = stdin.flush();
+        }
+    }
+
+    /// Waits (bounded, polling) for the child to exit.
+    pub async fn wait_exit(&mut self) -> ExitStatus {
+        let mut status = None;
+        wait_until(
+            || {
+                status = self.child.try_wait().expect("try_wait");
+                status.is_some()
+            },
+            "the child node to exit",
+        )
+        .await;
+        status.unwrap()
+    }
+}
+
+impl Drop for ChildNode {
+    fn drop(&mut self) {
+        self.stdin.take();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
