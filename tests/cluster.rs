@@ -11,7 +11,20 @@ use colony_tests::*;
 const EXE: &str = env!("CARGO_BIN_EXE_colony-test-node");
 
 async fn spawn(ca_dir: PathBuf, name: &str, seed: Option<SocketAddr>, service: &str) -> ChildNode {
+    spawn_at(ca_dir, name, seed, service, None).await
+}
+
+async fn spawn_at(
+    ca_dir: PathBuf,
+    name: &str,
+    seed: Option<SocketAddr>,
+    service: &str,
+    listen: Option<SocketAddr>,
+) -> ChildNode {
     let mut extra = vec!["--service".to_string(), service.to_string()];
+    if let Some(listen) = listen {
+        extra.extend(["--listen".to_string(), listen.to_string()]);
+    }
     if let Some(seed) = seed {
         extra.extend(["--seed".to_string(), seed.to_string()]);
     }
@@ -183,4 +196,74 @@ async fn three_processes_join_survive_a_kill_and_rejoin() {
     assert_eq!(seen, ["created", "deleted", "created"]);
     within("observer shutdown", me.shutdown()).await;
     within("watch ends with the node", watcher).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_killed_and_restarted_at_the_same_address_is_reachable_again() {
+    let ca = new_ca();
+    let dir = write_ca_dir(&ca);
+    let n1 = spawn(dir.path().into(), "n1", None, "svc-1").await;
+    let n2 = spawn(dir.path().into(), "n2", Some(n1.addr()), "svc-2").await;
+    let fixed = n2.addr();
+    let me = node_builder(&ca, "observer")
+        .seeds([n1.addr().to_string()])
+        .client_only()
+        .start()
+        .await
+        .unwrap();
+    assert!(
+        me.registry()
+            .wait_until(HANG_LIMIT, |r| r.instances("svc-2").len() == 1)
+            .await
+    );
+    // A pooled connection to n2's first process.
+    me.client()
+        .call("svc-2", Echo { text: "1".into() })
+        .await
+        .unwrap();
+    let first = me
+        .members()
+        .into_iter()
+        .find(|m| m.name == "n2")
+        .unwrap()
+        .generation;
+
+    // SIGKILL (no CONNECTION_CLOSE reaches us) and an immediate restart on the same port: the
+    // new generation can show up before the failure detector declares the old one dead.
+    drop(n2);
+    let n2 = spawn_at(
+        dir.path().into(),
+        "n2",
+        Some(n1.addr()),
+        "svc-2",
+        Some(fixed),
+    )
+    .await;
+    assert_eq!(n2.addr(), fixed);
+    assert!(
+        me.registry()
+            .wait_until(HANG_LIMIT, |r| r
+                .members()
+                .iter()
+                .any(|m| m.name == "n2" && m.generation != first)
+                && r.instances("svc-2").len() == 1)
+            .await
+    );
+    // Calls reach the new process well before the dead connection's 30 s idle timeout.
+    let client = me.client();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let call = client
+            .request("svc-2", Echo { text: "2".into() })
+            .timeout(Duration::from_millis(500));
+        if call.await.is_ok() {
+            break;
+        }
+        assert!(
+            attempts < 20,
+            "n2 unreachable after its restart at the same address"
+        );
+    }
+    within("observer shutdown", me.shutdown()).await;
 }

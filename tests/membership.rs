@@ -313,3 +313,48 @@ async fn graceful_shutdown_withdraws_instances_before_the_failure_detector_would
     assert!(gone, "b's instances were not withdrawn on shutdown");
     within("shutdown", a.shutdown()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_node_stops_gossip_even_while_a_client_lives() {
+    let ca = new_ca();
+    let a = start_node(&ca, "a").await;
+    let client = a.client();
+    let mut watch = a.registry().watch();
+    drop(a);
+    assert_eq!(within("watch end", watch.next()).await, None);
+    let err = expect_err(
+        client.call("svc", Echo { text: "x".into() }).await,
+        "dropped",
+    );
+    assert_eq!(err.code(), Code::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_whose_supervisor_gives_up_is_withdrawn_from_the_cluster() {
+    let ca = new_ca();
+    let a = start_node(&ca, "a").await;
+    let b = join(&ca, "b", &a).await;
+    let fragile = a
+        .service("fragile")
+        .restart_policy(colony::RestartPolicy {
+            max_restarts: 0,
+            ..colony::RestartPolicy::default()
+        })
+        .handler::<Panic>()
+        .spawn(Fixture::default)
+        .await
+        .unwrap();
+    converge(&b, "fragile", |r| r.instances("fragile").len() == 1).await;
+    let err = expect_err(b.client().call("fragile", Panic {}).await, "panic");
+    assert_eq!(err.code(), Code::Internal);
+    // No restart allowed: the supervisor stops, and the service leaves this node and the cluster.
+    converge(&b, "fragile withdrawn", |r| {
+        r.instances("fragile").is_empty()
+    })
+    .await;
+    wait_until(|| a.services().is_empty(), "fragile removed on a").await;
+    assert_eq!(fragile.live_instances(), 0);
+    for node in [b, a] {
+        within("shutdown", node.shutdown()).await;
+    }
+}

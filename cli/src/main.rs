@@ -72,11 +72,26 @@ enum Command {
     },
 }
 
+fn seconds(value: f64, what: &str) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("--{what} must be a positive number of seconds, not {value}"))
+}
+
 async fn run(cli: Cli) -> Result<(), String> {
-    let wait = Duration::from_secs_f64(cli.wait.max(0.1));
+    let wait = seconds(cli.wait, "wait")?;
     let call_timeout = match &cli.command {
-        Command::Call { timeout, .. } => Duration::from_secs_f64(timeout.max(0.001)),
+        Command::Call { timeout, .. } => seconds(*timeout, "timeout")?,
         _ => Duration::from_secs(10),
+    };
+    // Bad input is refused before joining, so an error never skips the leave below.
+    let request = match &cli.command {
+        Command::Call { request, .. } => Some(
+            serde_json::from_str::<serde_json::Value>(request)
+                .map_err(|e| format!("the request is not valid JSON: {e}"))?,
+        ),
+        _ => None,
     };
     let node = join::join(
         &cli.seeds,
@@ -131,13 +146,9 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
         }
         Command::Call {
-            service,
-            endpoint,
-            request,
-            ..
+            service, endpoint, ..
         } => {
-            let request: serde_json::Value = serde_json::from_str(request)
-                .map_err(|e| format!("the request is not valid JSON: {e}"))?;
+            let request = request.unwrap_or_default();
             join::instances_of(&node, service, wait).await;
             match node.client().call_json(service, endpoint, &request).await {
                 Ok(reply) => {

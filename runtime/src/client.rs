@@ -17,7 +17,7 @@ use crate::error::{Code, Error};
 use crate::message::Message;
 use crate::node::Shared;
 use crate::service::{call_encoded, settle, LocalService};
-use crate::wire::{decode_header, encode_header, ReplyHeader, RequestHeader};
+use crate::wire::{decode_header, encode_header, ReplyHeader, RequestHeader, MAX_HEADER};
 
 /// Calls services, typed: `client.call("greeter", Hello { .. }).await?` returns `HelloReply`.
 ///
@@ -119,7 +119,7 @@ impl<'c, M: Message> Call<'c, M> {
         let shared = &self.client.shared;
         let timeout = self.timeout.unwrap_or(shared.call_timeout);
         let target = match self.node {
-            Some(addr) if addr != shared.endpoint.local_addr() => addr,
+            Some(addr) if !shared.is_self(addr) => addr,
             Some(_) => return local(shared, None, self, timeout).await,
             None => {
                 let found = shared.services.get(self.service);
@@ -127,7 +127,7 @@ impl<'c, M: Message> Call<'c, M> {
                     return local(shared, found, self, timeout).await;
                 }
                 match shared.membership.registry().pick(self.service) {
-                    Some(addr) if addr != shared.endpoint.local_addr() => addr,
+                    Some(addr) if !shared.is_self(addr) => addr,
                     _ => {
                         return Err(Error::client(
                             Code::NotFound,
@@ -256,7 +256,12 @@ async fn exchange(
     };
     let mut out = BytesMut::new();
     let too_large = |e: WriteError| Error::client(Code::TooLarge, format!("request: {e}"));
-    frame::encode_frame(&mut out, &encode_header(ct.into(), &header), max).map_err(too_large)?;
+    frame::encode_frame(
+        &mut out,
+        &encode_header(ct.into(), &header),
+        MAX_HEADER.min(max),
+    )
+    .map_err(too_large)?;
     frame::encode_frame(&mut out, &body, max).map_err(too_large)?;
 
     let (mut send, mut recv) = shared.endpoint.open(addr).await.map_err(open_failure)?;
@@ -276,7 +281,9 @@ async fn exchange(
             Ok(()) => Error::client(Code::Unavailable, format!("no reply from {addr}: {e}")),
         },
     };
-    let head = frame::read_frame(&mut recv, max).await.map_err(lost)?;
+    let head = frame::read_frame(&mut recv, MAX_HEADER.min(max))
+        .await
+        .map_err(lost)?;
     let reply: ReplyHeader = decode_header(&head).1.map_err(|e| {
         Error::client(
             Code::Internal,
@@ -310,7 +317,7 @@ impl Client {
                 .membership
                 .registry()
                 .pick(service)
-                .filter(|addr| *addr != shared.endpoint.local_addr())
+                .filter(|addr| !shared.is_self(*addr))
                 .ok_or_else(|| {
                     Error::client(
                         Code::NotFound,
@@ -364,5 +371,11 @@ async fn json_local(
         peer: None,
         content_type: Some(ContentType::Json),
     };
-    call_encoded(running.as_ref(), ctx, ContentType::Json, body).await
+    // Same origins as a typed in-process call: running out of time is decided here.
+    call_encoded(running.as_ref(), ctx, ContentType::Json, body)
+        .await
+        .map_err(|e| match e.code() {
+            Code::Timeout => e.with_origin(crate::Origin::Client),
+            _ => e,
+        })
 }

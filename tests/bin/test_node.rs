@@ -1,7 +1,7 @@
 //! `colony-test-node`: a node in its own process, for the multi-process tests.
 //!
 //! ```text
-//! colony-test-node --ca-dir DIR [--name NAME] [--seed ADDR]... [--service NAME]...
+//! colony-test-node --ca-dir DIR [--name NAME] [--listen ADDR] [--seed ADDR]... [--service NAME]...
 //! ```
 //!
 //! Starts a node on `127.0.0.1:0` trusting the CA in `DIR/ca.pem` (joining the cluster through
@@ -18,7 +18,8 @@ use tokio::io::AsyncReadExt;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: colony-test-node --ca-dir DIR [--name NAME] [--seed ADDR]... [--service NAME]..."
+        "usage: colony-test-node --ca-dir DIR [--name NAME] [--listen ADDR] [--seed ADDR]... \
+         [--service NAME]..."
     );
     std::process::exit(2);
 }
@@ -28,6 +29,7 @@ async fn main() {
     let mut ca_dir: Option<PathBuf> = None;
     let mut name = format!("child-{}", std::process::id());
     let mut seeds = Vec::new();
+    let mut listen = "127.0.0.1:0".to_string();
     let mut services = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -35,6 +37,7 @@ async fn main() {
             "--ca-dir" => ca_dir = Some(args.next().unwrap_or_else(|| usage()).into()),
             "--name" => name = args.next().unwrap_or_else(|| usage()),
             "--seed" => seeds.push(args.next().unwrap_or_else(|| usage())),
+            "--listen" => listen = args.next().unwrap_or_else(|| usage()),
             "--service" => services.push(args.next().unwrap_or_else(|| usage())),
             _ => usage(),
         }
@@ -48,7 +51,7 @@ async fn main() {
 
     let node = Node::builder()
         .name(name.clone())
-        .listen("127.0.0.1:0")
+        .listen(listen)
         .ca_dir(ca_dir)
         .seeds(seeds)
         .start()

@@ -210,6 +210,16 @@ pub struct Fixture {
     count: u64,
 }
 
+impl Default for Fixture {
+    /// A fixture instance with statistics of its own.
+    fn default() -> Self {
+        Self {
+            stats: Arc::default(),
+            count: 0,
+        }
+    }
+}
+
 impl Handler<Echo> for Fixture {
     async fn handle(&mut self, req: Echo, ctx: &Context) -> Result<EchoReply, Error> {
         Ok(EchoReply {

@@ -46,7 +46,13 @@ impl Default for TransportConfig {
 impl TransportConfig {
     pub(crate) fn quinn(&self) -> quinn::TransportConfig {
         let mut t = quinn::TransportConfig::default();
-        t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(self.max_concurrent_streams))
+        // Bound what one peer can make us buffer across all its streams (quinn's default is
+        // unlimited): room for a few maximum-size frames in flight.
+        let window = (self.max_frame as u64)
+            .saturating_mul(4)
+            .clamp(8 << 20, quinn::VarInt::MAX.into_inner());
+        t.receive_window(quinn::VarInt::from_u64(window).unwrap_or(quinn::VarInt::MAX))
+            .max_concurrent_bidi_streams(quinn::VarInt::from_u32(self.max_concurrent_streams))
             .max_concurrent_uni_streams(quinn::VarInt::from_u32(self.max_concurrent_oneway))
             .keep_alive_interval(Some(self.keep_alive))
             .max_idle_timeout(Some(

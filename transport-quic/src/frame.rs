@@ -67,12 +67,21 @@ pub async fn read_frame(recv: &mut RecvStream, max: usize) -> Result<Bytes, Read
             max,
         });
     }
-    let mut body = vec![0u8; len];
-    match recv.read_exact(&mut body).await {
-        Ok(()) => Ok(Bytes::from(body)),
-        Err(quinn::ReadExactError::FinishedEarly(_)) => Err(ReadError::Truncated),
-        Err(quinn::ReadExactError::ReadError(e)) => Err(ReadError::Stream(e)),
+    // Buffer only what has arrived: a peer announcing `max` bytes on many streams and sending
+    // nothing must not make us allocate `max` per stream. A frame that arrives in one piece is
+    // returned without a copy.
+    let mut body = BytesMut::new();
+    while body.len() < len {
+        let chunk = recv
+            .read_chunk(len - body.len(), true)
+            .await?
+            .ok_or(ReadError::Truncated)?;
+        if body.is_empty() && chunk.bytes.len() == len {
+            return Ok(chunk.bytes);
+        }
+        body.extend_from_slice(&chunk.bytes);
     }
+    Ok(body.freeze())
 }
 
 /// Reads a whole one-way stream of at most `max` bytes.

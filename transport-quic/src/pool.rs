@@ -62,6 +62,7 @@ impl Pool {
     }
 
     pub(crate) fn disconnect(&self, peer: SocketAddr) {
+        self.dialling.remove(&peer);
         if let Some((_, conn)) = self.live.remove(&peer) {
             conn.close(crate::frame::codes::PEER_GONE, b"peer left the cluster");
         }

@@ -72,6 +72,7 @@ pub(crate) struct MembershipError(pub(crate) String);
 
 /// A node's part in the cluster: its chitchat instance and the view built from it.
 pub(crate) struct Membership {
+    advertise: SocketAddr,
     handle: tokio::sync::Mutex<Option<ChitchatHandle>>,
     chitchat: Arc<tokio::sync::Mutex<chitchat::Chitchat>>,
     registry: Registry,
@@ -139,6 +140,7 @@ impl Membership {
             }
         });
         let membership = Membership {
+            advertise,
             handle: tokio::sync::Mutex::new(Some(handle)),
             chitchat,
             registry: Registry::new(view_rx),
@@ -147,6 +149,11 @@ impl Membership {
             view_task,
         };
         Ok((membership, inbox))
+    }
+
+    /// The address this node gossips as, and that peers call it at.
+    pub(crate) fn advertise(&self) -> SocketAddr {
+        self.advertise
     }
 
     pub(crate) fn registry(&self) -> &Registry {
@@ -225,9 +232,19 @@ impl Membership {
     }
 }
 
+impl Membership {
+    /// Stops gossiping at once, without waiting (for `Drop` of the node, which cannot await).
+    pub(crate) fn stop_now(&self) {
+        // Dropping the chitchat handle closes its command channel, which ends its loop.
+        if let Ok(mut handle) = self.handle.try_lock() {
+            handle.take();
+        }
+        self.view_task.abort();
+    }
+}
+
 impl Drop for Membership {
     fn drop(&mut self) {
-        // Dropping the chitchat handle closes its command channel, which ends its loop.
-        self.view_task.abort();
+        self.stop_now();
     }
 }

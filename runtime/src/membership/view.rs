@@ -157,13 +157,20 @@ impl ClusterView {
 }
 
 impl ClusterView {
-    /// Addresses of members of `before` that are no longer members.
+    /// Addresses of incarnations in `before` that are gone now. An incarnation is an address
+    /// *and* a generation: a node restarted at the same address is a departure too, because the
+    /// pooled connection still points at the dead process.
     pub(crate) fn departed_since(&self, before: &ClusterView) -> Vec<SocketAddr> {
         before
             .members
             .iter()
+            .filter(|old| {
+                !self
+                    .members
+                    .iter()
+                    .any(|m| m.addr == old.addr && m.generation == old.generation)
+            })
             .map(|m| m.addr)
-            .filter(|addr| !self.members.iter().any(|m| m.addr == *addr))
             .collect()
     }
 }

@@ -64,6 +64,10 @@ pub(crate) struct Shared {
     pub(crate) name: String,
     pub(crate) endpoint: Endpoint,
     pub(crate) services: LocalServices,
+    /// Where peers reach this node (the advertised address).
+    pub(crate) addr: SocketAddr,
+    /// The bound socket address; cached, because asking quinn takes a lock and a syscall.
+    local_addr: SocketAddr,
     pub(crate) membership: Membership,
     pub(crate) gossip_inbox: GossipInbox,
     pub(crate) call_timeout: Duration,
@@ -89,6 +93,8 @@ impl Shared {
         );
         Self {
             name,
+            addr: membership.advertise(),
+            local_addr: endpoint.local_addr(),
             endpoint,
             services: LocalServices::default(),
             membership,
@@ -103,6 +109,11 @@ impl Shared {
 
     pub(crate) fn is_closing(&self) -> bool {
         self.closing.load(Ordering::Acquire)
+    }
+
+    /// Whether `addr` is this node (its advertised or its bound address).
+    pub(crate) fn is_self(&self, addr: SocketAddr) -> bool {
+        addr == self.addr || addr == self.local_addr
     }
 
     pub(crate) fn request_id(&self) -> u64 {
@@ -137,7 +148,7 @@ impl Node {
 
     fn serve(shared: Arc<Shared>, shutdown_grace: Duration) -> Self {
         tokio::spawn(server::accept_loop(shared.clone()));
-        tracing::info!(node = %shared.name, addr = %shared.endpoint.local_addr(), "node started");
+        tracing::info!(node = %shared.name, addr = %shared.addr, "node started");
         Node {
             shared,
             shutdown_grace,
@@ -150,9 +161,10 @@ impl Node {
         &self.shared.name
     }
 
-    /// The address peers call this node at.
+    /// The address peers call this node at: the advertised address if one was set, else the
+    /// bound one.
     pub fn addr(&self) -> SocketAddr {
-        self.shared.endpoint.local_addr()
+        self.shared.addr
     }
 
     /// A client that calls services from this node. Cheap to clone.
@@ -224,6 +236,8 @@ impl Drop for Node {
         let shared = &self.shared;
         shared.closing.store(true, Ordering::Release);
         shared.cancel.cancel();
+        // Clients may keep `Shared` alive: gossip must not outlive the node.
+        shared.membership.stop_now();
         for service in shared.services.drain() {
             service.supervisor().stop(Some("node dropped".into()));
         }

@@ -17,7 +17,12 @@ use crate::context::Context;
 use crate::error::{Code, Error};
 use crate::membership::GOSSIP;
 use crate::service::call_encoded;
-use crate::wire::{decode_header, encode_header, HeaderFormat, ReplyHeader, RequestHeader};
+use crate::wire::{
+    decode_header, encode_header, HeaderFormat, ReplyHeader, RequestHeader, MAX_HEADER,
+};
+
+/// How long a new stream may take to deliver its request header.
+const HEADER_WAIT: Duration = Duration::from_secs(10);
 
 pub(super) async fn accept_loop(shared: Arc<Shared>) {
     loop {
@@ -187,11 +192,21 @@ fn read_failure(e: ReadError, what: &str) -> Option<Error> {
 /// Reads, checks and runs one call. `None` when the stream died before anything could be said.
 async fn answer(shared: &Shared, recv: &mut RecvStream, peer: SocketAddr) -> Option<Answer> {
     let max = shared.endpoint.config().max_frame;
-    let head = match frame::read_frame(recv, max).await {
-        Ok(head) => head,
-        Err(ReadError::Finished) => return None,
-        Err(e) => {
+    // A stream that never sends its header must not hold a task for the connection's life.
+    let head = match tokio::time::timeout(HEADER_WAIT, frame::read_frame(recv, MAX_HEADER.min(max)))
+        .await
+    {
+        Ok(Ok(head)) => head,
+        Ok(Err(ReadError::Finished)) => return None,
+        Ok(Err(e)) => {
             let error = read_failure(e, "header")?;
+            return Some(Answer::refuse(HeaderFormat::Bincode, 0, error));
+        }
+        Err(_) => {
+            let error = Error::server(
+                Code::Timeout,
+                format!("no request header within {HEADER_WAIT:?}"),
+            );
             return Some(Answer::refuse(HeaderFormat::Bincode, 0, error));
         }
     };
@@ -211,9 +226,15 @@ async fn answer(shared: &Shared, recv: &mut RecvStream, peer: SocketAddr) -> Opt
         ms => Duration::from_millis(ms),
     };
     let deadline = Instant::now() + timeout;
-    let body = match frame::read_frame(recv, max).await {
-        Ok(body) => body,
-        Err(e) => return refuse(read_failure(e, "body")?),
+    let body = match tokio::time::timeout_at(deadline.into(), frame::read_frame(recv, max)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(e)) => return refuse(read_failure(e, "body")?),
+        Err(_) => {
+            return refuse(Error::server(
+                Code::Timeout,
+                "the request body did not arrive before the deadline",
+            ))
+        }
     };
     if shared.is_closing() {
         return refuse(Error::server(

@@ -130,10 +130,25 @@ impl<S: Send + 'static> ServiceBuilder<S> {
             instances: supervised.instances,
             supervisor: supervised.supervisor.clone(),
         });
-        if let Err(e) = self.shared.services.insert(name.clone(), running) {
+        if let Err(e) = self.shared.services.insert(name.clone(), running.clone()) {
             supervised.supervisor.stop(None);
             return Err(e.with_origin(crate::Origin::Client));
         }
+        // A supervisor that gives up (restart budget spent) takes the service off this node and
+        // out of the cluster, so callers go to healthy instances elsewhere.
+        let shared = Arc::downgrade(&self.shared);
+        let supervisor = supervised.supervisor.clone();
+        let service = name.clone();
+        tokio::spawn(async move {
+            let _ = supervisor.wait(None).await;
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            if shared.services.remove_if_same(&service, &running) {
+                tracing::error!(node = %shared.name, %service, "service stopped by its supervisor; withdrawn");
+                shared.membership.withdraw(&service).await;
+            }
+        });
         // Advertised only once callable, so no peer routes here before the service can answer.
         self.shared.membership.publish(&name, &ad).await;
         tracing::info!(node = %self.shared.name, service = %name, instances = self.instances, "service started");

@@ -21,7 +21,8 @@ pub(crate) type Pending = oneshot::Receiver<Result<AnyBox, Error>>;
 pub(crate) trait LocalService: Send + Sync {
     fn version(&self) -> &str;
     fn endpoints(&self) -> Vec<&'static str>;
-    fn codec(&self, endpoint: &str) -> Option<WireCodec>;
+    /// The endpoint's registered name and codec.
+    fn codec(&self, endpoint: &str) -> Option<(&'static str, WireCodec)>;
     /// Puts a request in an instance's mailbox.
     fn dispatch(&self, endpoint: &str, request: AnyBox, ctx: Context) -> Result<Pending, Error>;
     fn live_instances(&self) -> usize;
@@ -46,8 +47,8 @@ impl<S: Send + 'static> LocalService for RunningService<S> {
         self.endpoints.names()
     }
 
-    fn codec(&self, endpoint: &str) -> Option<WireCodec> {
-        self.endpoints.get(endpoint).map(|r| r.codec)
+    fn codec(&self, endpoint: &str) -> Option<(&'static str, WireCodec)> {
+        self.endpoints.get(endpoint).map(|r| (r.name, r.codec))
     }
 
     fn dispatch(&self, endpoint: &str, request: AnyBox, ctx: Context) -> Result<Pending, Error> {
@@ -140,6 +141,13 @@ impl LocalServices {
         }
     }
 
+    /// Removes `name` only if it is still `service` (not a newer service of the same name).
+    pub(crate) fn remove_if_same(&self, name: &str, service: &Arc<dyn LocalService>) -> bool {
+        self.by_name
+            .remove_if(name, |_, current| Arc::ptr_eq(current, service))
+            .is_some()
+    }
+
     pub(crate) fn remove(&self, name: &str) -> Option<Arc<dyn LocalService>> {
         self.by_name.remove(name).map(|(_, s)| s)
     }
@@ -166,17 +174,16 @@ pub(crate) async fn call_encoded(
     content_type: ContentType,
     body: &[u8],
 ) -> Result<Vec<u8>, Error> {
-    let endpoint = ctx.endpoint.clone().into_owned();
-    let codec = service.codec(&endpoint).ok_or_else(|| {
+    let (endpoint, codec) = service.codec(&ctx.endpoint).ok_or_else(|| {
         Error::server(
             Code::NotFound,
-            format!("service {} has no endpoint {endpoint}", ctx.service),
+            format!("service {} has no endpoint {}", ctx.service, ctx.endpoint),
         )
     })?;
     let request = (codec.decode_request)(content_type, body)
         .map_err(|e| Error::server(Code::BadRequest, e.detail()))?;
     let deadline = ctx.deadline;
-    let pending = service.dispatch(&endpoint, request, ctx)?;
+    let pending = service.dispatch(endpoint, request, ctx)?;
     let reply = match tokio::time::timeout_at(deadline.into(), pending).await {
         Err(_) => {
             return Err(Error::server(
@@ -184,7 +191,7 @@ pub(crate) async fn call_encoded(
                 format!("{endpoint} did not answer before its deadline"),
             ))
         }
-        Ok(Err(_)) => return Err(lost_reply(&endpoint)),
+        Ok(Err(_)) => return Err(lost_reply(endpoint)),
         Ok(Ok(reply)) => reply?,
     };
     (codec.encode_reply)(content_type, &reply)
