@@ -70,7 +70,8 @@ pub async fn read_frame(recv: &mut RecvStream, max: usize) -> Result<Bytes, Read
     // Buffer only what has arrived: a peer announcing `max` bytes on many streams and sending
     // nothing must not make us allocate `max` per stream. A frame that arrives in one piece is
     // returned without a copy.
-    let mut body = BytesMut::new();
+    // Start small and let the buffer double as data arrives: at most twice what was received.
+    let mut body = BytesMut::with_capacity(len.min(64 * 1024));
     while body.len() < len {
         let chunk = recv
             .read_chunk(len - body.len(), true)
