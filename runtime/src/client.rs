@@ -13,10 +13,10 @@ use colony_quic::{OpenError, ReadError, WriteError};
 
 use crate::codec::ContentType;
 use crate::context::{Context, Metadata};
-use crate::error::{Code, Error};
+use crate::error::{Code, Error, Origin};
 use crate::message::Message;
 use crate::node::Shared;
-use crate::service::{call_encoded, settle, LocalService};
+use crate::service::{await_reply, call_encoded, downcast_reply, LocalService};
 use crate::wire::{decode_header, encode_header, ReplyHeader, RequestHeader, MAX_HEADER};
 
 /// Calls services, typed: `client.call("greeter", Hello { .. }).await?` returns `HelloReply`.
@@ -185,13 +185,8 @@ async fn local<M: Message>(
         content_type: None,
     };
     let pending = running.dispatch(M::ENDPOINT, Box::new(call.request), ctx)?;
-    match tokio::time::timeout_at(deadline.into(), pending).await {
-        Ok(outcome) => settle(outcome, M::ENDPOINT),
-        Err(_) => Err(Error::client(
-            Code::Timeout,
-            format!("{} did not answer within {timeout:?}", M::ENDPOINT),
-        )),
-    }
+    let reply = await_reply(pending, deadline, M::ENDPOINT, Origin::Client).await?;
+    downcast_reply(reply, M::ENDPOINT)
 }
 
 fn open_failure(e: OpenError) -> Error {
@@ -371,11 +366,13 @@ async fn json_local(
         peer: None,
         content_type: Some(ContentType::Json),
     };
-    // Same origins as a typed in-process call: running out of time is decided here.
-    call_encoded(running.as_ref(), ctx, ContentType::Json, body)
-        .await
-        .map_err(|e| match e.code() {
-            Code::Timeout => e.with_origin(crate::Origin::Client),
-            _ => e,
-        })
+    // The caller waits here, as for a typed in-process call.
+    call_encoded(
+        running.as_ref(),
+        ctx,
+        ContentType::Json,
+        body,
+        Origin::Client,
+    )
+    .await
 }

@@ -14,7 +14,7 @@ use colony_quic::{ReadError, RecvStream, SendStream};
 use super::Shared;
 use crate::codec::ContentType;
 use crate::context::Context;
-use crate::error::{Code, Error};
+use crate::error::{Code, Error, Origin};
 use crate::membership::GOSSIP;
 use crate::service::call_encoded;
 use crate::wire::{
@@ -264,7 +264,7 @@ async fn answer(shared: &Shared, recv: &mut RecvStream, peer: SocketAddr) -> Opt
         peer: Some(peer),
         content_type: Some(content_type),
     };
-    let outcome = call_encoded(service.as_ref(), ctx, content_type, &body).await;
+    let outcome = call_encoded(service.as_ref(), ctx, content_type, &body, Origin::Server).await;
     Some(Answer {
         format,
         request_id,

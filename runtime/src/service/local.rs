@@ -2,6 +2,7 @@
 
 use std::any::Any;
 use std::sync::Arc;
+use std::time::Instant;
 
 use colony_actors::ractor::{ActorRef, MessagingErr};
 use colony_actors::Instances;
@@ -12,7 +13,7 @@ use super::endpoints::{AnyBox, Endpoints, WireCodec};
 use super::instance::Envelope;
 use crate::codec::ContentType;
 use crate::context::Context;
-use crate::error::{Code, Error};
+use crate::error::{Code, Error, Origin};
 
 /// A reply on its way back from an instance.
 pub(crate) type Pending = oneshot::Receiver<Result<AnyBox, Error>>;
@@ -165,6 +166,29 @@ impl LocalServices {
     }
 }
 
+/// Waits for an instance's reply until `deadline`. `waiter` is whoever gives up at the deadline:
+/// the caller's side for in-process calls, the serving node for calls that came over the wire.
+pub(crate) async fn await_reply(
+    pending: Pending,
+    deadline: Instant,
+    endpoint: &str,
+    waiter: Origin,
+) -> Result<AnyBox, Error> {
+    match tokio::time::timeout_at(deadline.into(), pending).await {
+        Ok(Ok(reply)) => reply,
+        // The instance dropped the reply: it panicked or was stopped with the call queued.
+        Ok(Err(_)) => Err(Error::server(
+            Code::Internal,
+            format!("instance failed or stopped while handling {endpoint}"),
+        )),
+        Err(_) => Err(Error::new(
+            Code::Timeout,
+            format!("{endpoint} did not answer before its deadline"),
+        )
+        .with_origin(waiter)),
+    }
+}
+
 /// Runs one encoded request against a service on this node: decode with the endpoint's codec,
 /// dispatch to an instance, wait until the deadline, encode the reply in the same codec.
 /// The remote path and JSON calls from this node both come through here.
@@ -173,6 +197,7 @@ pub(crate) async fn call_encoded(
     ctx: Context,
     content_type: ContentType,
     body: &[u8],
+    waiter: Origin,
 ) -> Result<Vec<u8>, Error> {
     let (endpoint, codec) = service.codec(&ctx.endpoint).ok_or_else(|| {
         Error::server(
@@ -184,42 +209,17 @@ pub(crate) async fn call_encoded(
         .map_err(|e| Error::server(Code::BadRequest, e.detail()))?;
     let deadline = ctx.deadline;
     let pending = service.dispatch(endpoint, request, ctx)?;
-    let reply = match tokio::time::timeout_at(deadline.into(), pending).await {
-        Err(_) => {
-            return Err(Error::server(
-                Code::Timeout,
-                format!("{endpoint} did not answer before its deadline"),
-            ))
-        }
-        Ok(Err(_)) => return Err(lost_reply(endpoint)),
-        Ok(Ok(reply)) => reply?,
-    };
+    let reply = await_reply(pending, deadline, endpoint, waiter).await?;
     (codec.encode_reply)(content_type, &reply)
         .map_err(|e| Error::server(Code::Internal, e.detail()))
 }
 
-/// Turns a pending reply into the caller's typed result.
-pub(crate) fn settle<R: Any>(
-    outcome: Result<Result<AnyBox, Error>, oneshot::error::RecvError>,
-    endpoint: &str,
-) -> Result<R, Error> {
-    match outcome {
-        Ok(Ok(reply)) => reply.downcast::<R>().map(|r| *r).map_err(|_| {
-            Error::server(
-                Code::Internal,
-                format!("{endpoint} replied with another type"),
-            )
-        }),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(lost_reply(endpoint)),
-    }
-}
-
-/// The error for a reply that will never come: the instance died (panicked) or was stopped
-/// while the call was queued or running.
-pub(crate) fn lost_reply(endpoint: &str) -> Error {
-    Error::server(
-        Code::Internal,
-        format!("instance failed or stopped while handling {endpoint}"),
-    )
+/// The caller's typed value out of an instance's reply.
+pub(crate) fn downcast_reply<R: Any>(reply: AnyBox, endpoint: &str) -> Result<R, Error> {
+    reply.downcast::<R>().map(|r| *r).map_err(|_| {
+        Error::server(
+            Code::Internal,
+            format!("{endpoint} replied with another type"),
+        )
+    })
 }

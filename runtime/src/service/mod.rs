@@ -9,7 +9,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 pub use builder::ServiceBuilder;
-pub(crate) use local::{call_encoded, settle, LocalService, LocalServices};
+pub(crate) use local::{await_reply, call_encoded, downcast_reply, LocalService, LocalServices};
 
 use crate::node::Shared;
 
