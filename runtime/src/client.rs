@@ -126,25 +126,26 @@ impl<'c, M: Message> Call<'c, M> {
                 if found.is_some() {
                     return local(shared, found, self, timeout).await;
                 }
-                match shared.membership.registry().pick(self.service) {
-                    Some(addr) if !shared.is_self(addr) => addr,
-                    _ => {
-                        return Err(Error::client(
-                            Code::NotFound,
-                            format!("no instance of service {} in the cluster", self.service),
-                        ))
-                    }
-                }
+                remote_instance(shared, self.service)?
             }
         };
-        match tokio::time::timeout(timeout, remote(shared, target, self, timeout)).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::client(
-                Code::Timeout,
-                format!("no reply from {target} within {timeout:?}"),
-            )),
-        }
+        remote(shared, target, self, timeout).await
     }
+}
+
+/// The address of an instance of `service` on another node, from the registry.
+fn remote_instance(shared: &Shared, service: &str) -> Result<SocketAddr, Error> {
+    shared
+        .membership
+        .registry()
+        .pick(service)
+        .filter(|addr| !shared.is_self(*addr))
+        .ok_or_else(|| {
+            Error::client(
+                Code::NotFound,
+                format!("no instance of service {service} in the cluster"),
+            )
+        })
 }
 
 impl<'c, M: Message> IntoFuture for Call<'c, M> {
@@ -230,8 +231,29 @@ struct Target<'a> {
     endpoint: &'a str,
 }
 
-/// One encoded request out, one encoded reply back, on a fresh stream of the pooled connection.
+/// One encoded request out, one encoded reply back, on a fresh stream of the pooled connection,
+/// all within `timeout` (past it: `Timeout` from the client; the request may have run).
 async fn exchange(
+    shared: &Shared,
+    target: Target<'_>,
+    ct: ContentType,
+    body: Vec<u8>,
+    metadata: Metadata,
+    timeout: Duration,
+) -> Result<bytes::Bytes, Error> {
+    let addr = target.addr;
+    let within = exchange_unbounded(shared, target, ct, body, metadata, timeout);
+    tokio::time::timeout(timeout, within)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::client(
+                Code::Timeout,
+                format!("no reply from {addr} within {timeout:?}"),
+            ))
+        })
+}
+
+async fn exchange_unbounded(
     shared: &Shared,
     target: Target<'_>,
     ct: ContentType,
@@ -306,41 +328,15 @@ impl Client {
         let body = serde_json::to_vec(request)
             .map_err(|e| Error::client(Code::BadRequest, format!("request: {e}")))?;
         let reply = if let Some((name, running)) = shared.services.get(service) {
-            json_local(shared, name, running, endpoint, &body, timeout).await?
+            bytes::Bytes::from(json_local(shared, name, running, endpoint, &body, timeout).await?)
         } else {
-            let addr = shared
-                .membership
-                .registry()
-                .pick(service)
-                .filter(|addr| !shared.is_self(*addr))
-                .ok_or_else(|| {
-                    Error::client(
-                        Code::NotFound,
-                        format!("no instance of service {service} in the cluster"),
-                    )
-                })?;
             let target = Target {
-                addr,
+                addr: remote_instance(shared, service)?,
                 service,
                 endpoint,
             };
-            let exchange = exchange(
-                shared,
-                target,
-                ContentType::Json,
-                body,
-                Metadata::default(),
-                timeout,
-            );
-            match tokio::time::timeout(timeout, exchange).await {
-                Ok(reply) => reply?.to_vec(),
-                Err(_) => {
-                    return Err(Error::client(
-                        Code::Timeout,
-                        format!("no reply from {addr} within {timeout:?}"),
-                    ))
-                }
-            }
+            let metadata = Metadata::default();
+            exchange(shared, target, ContentType::Json, body, metadata, timeout).await?
         };
         serde_json::from_slice(&reply)
             .map_err(|e| Error::client(Code::Internal, format!("reply is not JSON: {e}")))
