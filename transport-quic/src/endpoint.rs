@@ -119,29 +119,36 @@ impl Endpoint {
         }
     }
 
+    /// Opens a stream to `peer` with `open` on its pooled connection, dialling it if needed. A
+    /// pooled connection may have died since it was last used: one fresh dial is allowed
+    /// before giving up.
+    async fn open_with<T, F, Fut>(&self, peer: SocketAddr, open: F) -> Result<T, OpenError>
+    where
+        F: Fn(quinn::Connection) -> Fut,
+        Fut: std::future::Future<Output = Result<T, quinn::ConnectionError>>,
+    {
+        let mut retried = false;
+        loop {
+            let conn = self.pool.connection(&self.quinn, peer).await?;
+            match open(conn.clone()).await {
+                Ok(stream) => return Ok(stream),
+                Err(source) => {
+                    self.pool.forget(peer, &conn);
+                    if retried {
+                        return Err(OpenError::Connection { addr: peer, source });
+                    }
+                    retried = true;
+                }
+            }
+        }
+    }
+
     /// Opens a bi-directional stream to `peer`, dialling or re-dialling its pooled connection.
     ///
     /// Bounded by [`TransportConfig::open_timeout`], so a peer at its stream limit or an
     /// unreachable address gives an error instead of a silent wait.
     pub async fn open(&self, peer: SocketAddr) -> Result<(SendStream, RecvStream), OpenError> {
-        let attempt = async {
-            // A pooled connection may have died since it was last used: one fresh dial is
-            // allowed before giving up.
-            let mut retried = false;
-            loop {
-                let conn = self.pool.connection(&self.quinn, peer).await?;
-                match conn.open_bi().await {
-                    Ok(streams) => return Ok(streams),
-                    Err(source) => {
-                        self.pool.forget(peer, &conn);
-                        if retried {
-                            return Err(OpenError::Connection { addr: peer, source });
-                        }
-                        retried = true;
-                    }
-                }
-            }
-        };
+        let attempt = self.open_with(peer, |conn| async move { conn.open_bi().await });
         tokio::time::timeout(self.config.open_timeout, attempt)
             .await
             .map_err(|_| OpenError::Timeout { addr: peer })?
@@ -162,14 +169,9 @@ impl Endpoint {
             });
         }
         let attempt = async {
-            let conn = self.pool.connection(&self.quinn, peer).await?;
-            let mut send = match conn.open_uni().await {
-                Ok(send) => send,
-                Err(source) => {
-                    self.pool.forget(peer, &conn);
-                    return Err(OpenError::Connection { addr: peer, source }.into());
-                }
-            };
+            let mut send = self
+                .open_with(peer, |conn| async move { conn.open_uni().await })
+                .await?;
             send.write_chunk(payload)
                 .await
                 .map_err(WriteError::Stream)?;
