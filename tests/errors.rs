@@ -149,3 +149,39 @@ async fn unknown_service_and_endpoint_are_not_found_from_the_server() {
     b.shutdown().await;
     a.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_error_detail_is_shortened_not_turned_into_another_error() {
+    let ca = new_ca();
+    let (a, _fixture) = start_node_with_fixture(&ca, "a", 1).await;
+    let b = start_node(&ca, "b").await;
+    // Far over the 64 KiB reply-header limit, with multi-byte characters at any cut.
+    let detail = "é".repeat(100_000);
+    let client = b.client();
+    for json in [false, true] {
+        let mut call = client
+            .request(
+                FIXTURE,
+                Fail {
+                    code: 409,
+                    detail: detail.clone(),
+                },
+            )
+            .at(a.addr());
+        if json {
+            call = call.json();
+        }
+        let err = expect_err(call.await, "huge detail");
+        assert_eq!(err.code(), Code::Conflict, "json: {json}");
+        assert_eq!(err.origin(), Origin::Handler);
+        assert!(err.detail().starts_with("éé"));
+        assert!(
+            err.detail().len() < 64 * 1024,
+            "{} bytes",
+            err.detail().len()
+        );
+        assert!(err.detail().ends_with("(truncated)"));
+    }
+    b.shutdown().await;
+    a.shutdown().await;
+}

@@ -143,6 +143,20 @@ impl Error {
         self.origin
     }
 
+    /// Shortens the detail to at most `max` bytes (on a character boundary), marking the cut.
+    pub(crate) fn truncated(mut self, max: usize) -> Self {
+        const MARK: &str = "… (truncated)";
+        if self.detail.len() > max {
+            let mut cut = max.saturating_sub(MARK.len());
+            while !self.detail.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            self.detail.truncate(cut);
+            self.detail.push_str(MARK);
+        }
+        self
+    }
+
     pub(crate) fn with_origin(mut self, origin: Origin) -> Self {
         self.origin = origin;
         self
@@ -194,6 +208,15 @@ mod tests {
         ] {
             assert_eq!(Code::from(u16::from(code)), code);
         }
+    }
+
+    #[test]
+    fn truncation_respects_characters_and_the_limit() {
+        let e = Error::conflict("é".repeat(100)).truncated(51);
+        assert!(e.detail().len() <= 51);
+        assert!(e.detail().starts_with("éé") && e.detail().ends_with("(truncated)"));
+        let short = Error::conflict("short").truncated(51);
+        assert_eq!(short.detail(), "short");
     }
 
     #[test]

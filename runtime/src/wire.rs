@@ -21,6 +21,10 @@ const BINCODE_HEADER: u8 = 0x00;
 /// Largest request or reply header accepted (service, endpoint, metadata, error detail): headers
 /// are small, so a header frame near the body limit is an attack or a bug.
 pub(crate) const MAX_HEADER: usize = 64 * 1024;
+
+/// Longest error detail sent in a reply header, so that the header stays under [`MAX_HEADER`]
+/// whatever a handler puts in its error.
+pub(crate) const MAX_DETAIL: usize = 16 * 1024;
 const JSON_HEADER: u8 = b'{';
 
 /// How a header frame is encoded.

@@ -18,7 +18,7 @@ use crate::error::{Code, Error, Origin};
 use crate::membership::GOSSIP;
 use crate::service::call_encoded;
 use crate::wire::{
-    decode_header, encode_header, HeaderFormat, ReplyHeader, RequestHeader, MAX_HEADER,
+    decode_header, encode_header, HeaderFormat, ReplyHeader, RequestHeader, MAX_DETAIL, MAX_HEADER,
 };
 
 /// How long a new stream may take to deliver its request header.
@@ -140,7 +140,7 @@ async fn serve_call(
         ),
         Err(error) => {
             tracing::debug!(node = %shared.name, %peer, %error, "call failed");
-            (Some(error), Vec::new())
+            (Some(error.truncated(MAX_DETAIL)), Vec::new())
         }
     };
     let failed = error.is_some();
@@ -152,7 +152,8 @@ async fn serve_call(
         },
     );
     let mut out = BytesMut::new();
-    // Both fit: the header is small and the body was checked against the limit above.
+    // Both fit: the header's only unbounded part, the error detail, is capped, and the body was
+    // checked against the limit above.
     let _ = frame::encode_frame(&mut out, &header, usize::MAX);
     let _ = frame::encode_frame(&mut out, &body, usize::MAX);
     let written = frame::write_frames(&mut send, out.freeze()).await.is_ok();
