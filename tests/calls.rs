@@ -228,3 +228,29 @@ async fn metadata_keys_ignore_case_across_the_wire() {
     b.shutdown().await;
     a.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_service_with_a_taken_name_is_refused_and_the_first_keeps_serving() {
+    let ca = new_ca();
+    let (a, first) = start_node_with_fixture(&ca, "a", 1).await;
+    let second = a
+        .service(FIXTURE)
+        .handler::<Echo>()
+        .spawn(Fixture::default)
+        .await;
+    let err = expect_err(second.map(|_| ()), "duplicate name");
+    assert_eq!(err.code(), colony::Code::Conflict);
+    assert_eq!(err.origin(), colony::Origin::Client);
+    assert_eq!(a.services(), [FIXTURE]);
+    assert_eq!(first.service.live_instances(), 1);
+    a.client()
+        .call(
+            FIXTURE,
+            Echo {
+                text: "still".into(),
+            },
+        )
+        .await
+        .expect("the first service still answers");
+    a.shutdown().await;
+}

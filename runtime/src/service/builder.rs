@@ -93,12 +93,6 @@ impl<S: Send + 'static> ServiceBuilder<S> {
             return Err(Error::client(Code::Unavailable, "node is shutting down"));
         }
         let name: Arc<str> = self.name.into();
-        if self.shared.services.get(&name).is_some() {
-            return Err(Error::client(
-                Code::Conflict,
-                format!("service {name} already runs on this node"),
-            ));
-        }
         let supervised = supervise(ServiceSpec {
             name: name.to_string(),
             instances: self.instances,
@@ -131,9 +125,12 @@ impl<S: Send + 'static> ServiceBuilder<S> {
             supervisor: supervised.supervisor.clone(),
         });
         if let Err(e) = self.shared.services.insert(name.clone(), running.clone()) {
+            // Name taken: the instances just started go away again.
             supervised.supervisor.stop(None);
-            return Err(e.with_origin(crate::Origin::Client));
+            return Err(e);
         }
+        // Advertised only once callable, so no peer routes here before the service can answer.
+        self.shared.membership.publish(&name, &ad).await;
         // A supervisor that gives up (restart budget spent) takes the service off this node and
         // out of the cluster, so callers go to healthy instances elsewhere.
         let shared = Arc::downgrade(&self.shared);
@@ -149,8 +146,6 @@ impl<S: Send + 'static> ServiceBuilder<S> {
                 shared.membership.withdraw(&service).await;
             }
         });
-        // Advertised only once callable, so no peer routes here before the service can answer.
-        self.shared.membership.publish(&name, &ad).await;
         tracing::info!(node = %self.shared.name, service = %name, instances = self.instances, "service started");
         Ok(ServiceRef {
             name,

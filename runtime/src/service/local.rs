@@ -131,7 +131,7 @@ impl LocalServices {
     ) -> Result<(), Error> {
         use dashmap::mapref::entry::Entry;
         match self.by_name.entry(name) {
-            Entry::Occupied(e) => Err(Error::server(
+            Entry::Occupied(e) => Err(Error::client(
                 Code::Conflict,
                 format!("service {} already runs on this node", e.key()),
             )),
