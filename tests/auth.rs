@@ -1,26 +1,9 @@
 //! Mutual TLS: peers without a certificate from the cluster CA are refused, in both directions,
 //! and the node goes on serving members.
 
-use colony::{ClusterCa, Code, Identity, Origin, TransportConfig};
+use colony::{ClusterCa, Code, Origin, TransportConfig};
 use colony_quic::{frame, Endpoint};
 use colony_tests::*;
-
-/// An identity that trusts `ca` (so it accepts the cluster's servers) but presents a self-signed
-/// certificate no cluster CA issued.
-fn impostor_identity(ca: &ClusterCa) -> Identity {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params =
-        rcgen::CertificateParams::new(vec![colony_quic::SERVER_NAME.to_string()]).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "impostor");
-    params.extended_key_usages = vec![
-        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    let cert = params.self_signed(&key).unwrap();
-    Identity::from_pem(ca.cert_pem(), &cert.pem(), &key.serialize_pem()).unwrap()
-}
 
 async fn assert_member_served(member: &colony::Node, addr: std::net::SocketAddr, text: &str) {
     let reply = within(

@@ -28,10 +28,7 @@ async fn spawn_at(
     if let Some(seed) = seed {
         extra.extend(["--seed".to_string(), seed.to_string()]);
     }
-    let name = name.to_string();
-    tokio::task::spawn_blocking(move || ChildNode::spawn_with(EXE.as_ref(), &ca_dir, &name, &extra))
-        .await
-        .expect("spawn child node")
+    ChildNode::start(EXE.as_ref(), &ca_dir, name, &extra).await
 }
 
 /// Polls the node at `addr` for its registry view until `ready` holds.

@@ -7,15 +7,6 @@ use std::time::Duration;
 use colony::{ClusterCa, Code, MembershipConfig, Node, Origin, RegistryEvent};
 use colony_tests::*;
 
-/// Waits until `node`'s registry satisfies `ready`; panics naming `what` after the hang limit.
-async fn converge(node: &Node, what: &str, ready: impl FnMut(&colony::Registry) -> bool) {
-    assert!(
-        node.registry().wait_until(HANG_LIMIT, ready).await,
-        "{} never saw {what}",
-        node.name()
-    );
-}
-
 async fn join(ca: &Arc<ClusterCa>, name: &str, seed: &Node) -> Node {
     node_builder(ca, name)
         .seeds([seed.addr().to_string()])

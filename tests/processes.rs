@@ -11,9 +11,7 @@ fn exe() -> PathBuf {
 }
 
 async fn spawn_child(ca_dir: PathBuf, name: &'static str) -> ChildNode {
-    tokio::task::spawn_blocking(move || ChildNode::spawn(&exe(), &ca_dir, name))
-        .await
-        .expect("child start-up")
+    ChildNode::start(&exe(), &ca_dir, name, &[]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

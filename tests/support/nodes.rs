@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use colony::{ClusterCa, Error, Node, NodeBuilder};
+use colony::{ClusterCa, Error, Identity, Node, NodeBuilder};
 
 use crate::*;
 
@@ -79,4 +79,30 @@ pub fn expect_err<T: std::fmt::Debug>(result: Result<T, Error>, what: &str) -> E
         Ok(v) => panic!("{what}: expected an error, got Ok({v:?})"),
         Err(e) => e,
     }
+}
+
+/// An identity that trusts `ca` (so it accepts the cluster's servers) but presents a self-signed
+/// certificate no cluster CA issued.
+pub fn impostor_identity(ca: &ClusterCa) -> Identity {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(vec![colony_quic::SERVER_NAME.to_string()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "impostor");
+    params.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let cert = params.self_signed(&key).unwrap();
+    Identity::from_pem(ca.cert_pem(), &cert.pem(), &key.serialize_pem()).unwrap()
+}
+
+/// Waits until `node`'s registry satisfies `ready`; panics naming `what` after [`HANG_LIMIT`].
+pub async fn converge(node: &Node, what: &str, ready: impl FnMut(&colony::Registry) -> bool) {
+    assert!(
+        node.registry().wait_until(HANG_LIMIT, ready).await,
+        "{} never saw {what}",
+        node.name()
+    );
 }

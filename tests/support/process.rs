@@ -106,6 +106,20 @@ impl ChildNode {
         guard
     }
 
+    /// [`spawn_with`](Self::spawn_with) from async code: runs the blocking start-up on the
+    /// blocking pool.
+    pub async fn start(exe: &Path, ca_dir: &Path, name: &str, extra: &[String]) -> Self {
+        let (exe, ca_dir, name, extra) = (
+            exe.to_path_buf(),
+            ca_dir.to_path_buf(),
+            name.to_string(),
+            extra.to_vec(),
+        );
+        tokio::task::spawn_blocking(move || Self::spawn_with(&exe, &ca_dir, &name, &extra))
+            .await
+            .expect("child node start-up")
+    }
+
     /// The child node's address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
