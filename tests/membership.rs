@@ -2,9 +2,9 @@
 //! cluster ids, foreign CAs, garbage on the gossip path, graceful leave.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use colony::{ClusterCa, Code, MembershipConfig, Node, Origin, RegistryEvent};
+use colony::{ClusterCa, Code, MembershipConfig, Node, Origin, RegistryEvent, TransportConfig};
+use colony_quic::Endpoint;
 use colony_tests::*;
 
 async fn join(ca: &Arc<ClusterCa>, name: &str, seed: &Node) -> Node {
@@ -199,31 +199,55 @@ async fn different_cluster_ids_never_merge() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_from_another_ca_cannot_join_or_inject_gossip() {
+async fn nodes_without_a_cluster_certificate_cannot_join_or_inject_gossip() {
     let ca = new_ca();
     let a = start_node(&ca, "a").await;
-    let intruder_ca = new_ca();
-    let intruder = node_builder(&intruder_ca, "intruder")
+    // One intruder from another cluster (neither side trusts the other), and an impostor that
+    // trusts the cluster CA but shows a certificate it did not issue: only a's own check of the
+    // client certificate keeps the impostor out.
+    let intruder = node_builder(&new_ca(), "intruder")
+        .seeds([a.addr().to_string()])
+        .start()
+        .await
+        .unwrap();
+    let impostor = Node::builder()
+        .name("impostor")
+        .listen("127.0.0.1:0")
+        .identity(impostor_identity(&ca))
         .seeds([a.addr().to_string()])
         .start()
         .await
         .unwrap();
     start_fixture(&intruder, "evil", 1).await;
-    // A raw endpoint with a foreign certificate cannot even open a stream to send gossip.
-    let raw = raw_endpoint(&intruder_ca);
-    let sent = raw
+    start_fixture(&impostor, "evil", 1).await;
+    // Garbage tagged as gossip from the impostor's certificate: if it got through, a would count
+    // it as rejected (as it does for a member, see the next test).
+    let raw = Endpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        &impostor_identity(&ca),
+        TransportConfig::default(),
+    )
+    .unwrap();
+    let forged = raw
         .send_oneway(a.addr(), bytes::Bytes::from_static(b"\x01forged gossip"))
         .await;
-    assert!(sent.is_err(), "a foreign certificate must be refused");
 
-    // Positive control: a legitimate node joins through a in the meantime.
+    // Positive control: a legitimate node joins through a meanwhile, over several gossip rounds
+    // in which both outsiders keep gossiping at a.
     let b = join(&ca, "b", &a).await;
     converge(&a, "b", |r| r.members().len() == 2).await;
+    converge(&b, "a", |r| r.members().len() == 2).await;
     let names: Vec<String> = a.members().into_iter().map(|m| m.name).collect();
     assert_eq!(names, ["a", "b"]);
     assert!(a.registry().instances("evil").is_empty());
+    assert_eq!(
+        a.gossip_stats().rejected,
+        0,
+        "forged bytes reached gossip ({forged:?})"
+    );
     assert_eq!(intruder.members().len(), 1, "the intruder sees only itself");
-    for node in [b, intruder, a] {
+    assert_eq!(impostor.members().len(), 1, "the impostor sees only itself");
+    for node in [b, impostor, intruder, a] {
         within("shutdown", node.shutdown()).await;
     }
 }
@@ -234,23 +258,33 @@ async fn garbage_on_the_gossip_path_does_not_disturb_the_cluster() {
     let a = start_node(&ca, "a").await;
     let b = join(&ca, "b", &a).await;
     converge(&a, "b", |r| r.members().len() == 2).await;
-    // A member's certificate, but nonsense on the gossip path: tagged garbage, untagged
-    // garbage, an empty stream, and a stream over the one-way size limit.
-    let raw = raw_endpoint(&ca);
+    // A member's certificate, but nonsense on the gossip path: a message over a's one-way size
+    // limit (the sender allows more), untagged garbage, an empty stream, and tagged garbage.
+    let raw = Endpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        &ca.issue("raw").unwrap(),
+        TransportConfig {
+            max_oneway: 256 * 1024,
+            ..TransportConfig::default()
+        },
+    )
+    .unwrap();
+    // a stops the oversized stream; whether the sender notices in time does not matter.
+    let oversized = raw
+        .send_oneway(a.addr(), bytes::Bytes::from(vec![0x01; 200 * 1024]))
+        .await;
     for payload in [
-        &b"\x01\xff\xff\xff\xff garbage"[..],
         &b"\x7fnot a known one-way kind"[..],
         &b""[..],
+        &b"\x01\xff\xff\xff\xff garbage"[..],
     ] {
         raw.send_oneway(a.addr(), bytes::Bytes::copy_from_slice(payload))
             .await
             .expect("member certificate accepted");
     }
-    let (mut send, _recv) = raw.open(a.addr()).await.unwrap();
-    let _ = send.write_all(&[0x01; 64]).await;
     wait_until(
         || a.gossip_stats().rejected >= 1,
-        "the garbage to be rejected",
+        "the tagged garbage to be rejected",
     )
     .await;
 
@@ -264,7 +298,12 @@ async fn garbage_on_the_gossip_path_does_not_disturb_the_cluster() {
         .call("after", Echo { text: "ok".into() })
         .await
         .expect("call after garbage");
-    assert!(a.gossip_stats().bytes_received > 0);
+    // Only the tagged garbage reached chitchat: the rest was dropped before it.
+    assert_eq!(
+        a.gossip_stats().rejected,
+        1,
+        "oversized send: {oversized:?}"
+    );
     for node in [b, a] {
         within("shutdown", node.shutdown()).await;
     }
@@ -295,13 +334,10 @@ async fn graceful_shutdown_withdraws_instances_before_the_failure_detector_would
     converge(&a, "b's service", |r| r.instances("leaving").len() == 1).await;
     within("b shutdown", b.shutdown()).await;
     // With phi 10 000 the detector would need over half an hour of silence; the leave is news.
-    let gone = a
-        .registry()
-        .wait_until(Duration::from_secs(10), |r| {
-            r.instances("leaving").is_empty()
-        })
-        .await;
-    assert!(gone, "b's instances were not withdrawn on shutdown");
+    converge(&a, "b's instances withdrawn on shutdown", |r| {
+        r.instances("leaving").is_empty()
+    })
+    .await;
     within("shutdown", a.shutdown()).await;
 }
 
@@ -309,15 +345,21 @@ async fn graceful_shutdown_withdraws_instances_before_the_failure_detector_would
 async fn dropping_a_node_stops_gossip_even_while_a_client_lives() {
     let ca = new_ca();
     let a = start_node(&ca, "a").await;
+    start_fixture(&a, "svc", 1).await;
+    let b = join(&ca, "b", &a).await;
+    converge(&b, "a's service", |r| r.instances("svc").len() == 1).await;
     let client = a.client();
     let mut watch = a.registry().watch();
     drop(a);
     assert_eq!(within("watch end", watch.next()).await, None);
+    // Had a kept gossiping (its client holds its state), b would keep seeing it alive.
+    converge(&b, "a gone", |r| r.members().len() == 1).await;
     let err = expect_err(
         client.call("svc", Echo { text: "x".into() }).await,
         "dropped",
     );
     assert_eq!(err.code(), Code::NotFound);
+    within("shutdown", b.shutdown()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
