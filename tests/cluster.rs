@@ -52,6 +52,19 @@ async fn wait_view(me: &Node, addr: SocketAddr, what: &str, ready: impl Fn(&Node
     }
 }
 
+/// Reads `watch` until an event about instance `id` arrives, skipping others; returns its kind.
+async fn next_about(watch: &mut colony::Watch, id: &str) -> &'static str {
+    loop {
+        match within("a watch event", watch.next()).await {
+            Some(RegistryEvent::Created(i)) if i.id == id => return "created",
+            Some(RegistryEvent::Updated(i)) if i.id == id => return "updated",
+            Some(RegistryEvent::Deleted(i)) if i.id == id => return "deleted",
+            Some(_) => {}
+            None => panic!("the watch ended"),
+        }
+    }
+}
+
 fn fixture_ids(view: &NodeView) -> Vec<String> {
     view.services.get(FIXTURE).cloned().unwrap_or_default()
 }
@@ -69,19 +82,9 @@ async fn three_processes_join_survive_a_kill_and_rejoin() {
         .start()
         .await
         .unwrap();
-    // A consumer that keeps up, recording what happens to n3's fixture instance.
+    // Read in line below, each time while the state that produces the expected event holds, so
+    // the watch's coalescing of missed changes cannot hide it.
     let mut watch = me.registry().watch();
-    let (n3_tx, mut n3_events) = tokio::sync::mpsc::unbounded_channel();
-    let watcher = tokio::spawn(async move {
-        while let Some(event) = watch.next().await {
-            let kind = match &event {
-                RegistryEvent::Created(i) if i.id == "fixture@n3" => "created",
-                RegistryEvent::Deleted(i) if i.id == "fixture@n3" => "deleted",
-                _ => continue,
-            };
-            let _ = n3_tx.send(kind);
-        }
-    });
 
     // Every node sees every service, and every member.
     let all_three = ["fixture@n1", "fixture@n2", "fixture@n3"];
@@ -97,11 +100,8 @@ async fn three_processes_join_survive_a_kill_and_rejoin() {
         })
         .await;
     }
-    assert!(
-        me.registry()
-            .wait_until(HANG_LIMIT, |r| r.instances(FIXTURE).len() == 3)
-            .await
-    );
+    converge(&me, "three fixtures", |r| r.instances(FIXTURE).len() == 3).await;
+    assert_eq!(next_about(&mut watch, "fixture@n3").await, "created");
     // By name, from this process, to whichever node runs the service.
     for service in ["svc-1", "svc-2", "svc-3"] {
         let reply = me
@@ -128,11 +128,11 @@ async fn three_processes_join_survive_a_kill_and_rejoin() {
         })
         .await;
     }
-    assert!(
-        me.registry()
-            .wait_until(HANG_LIMIT, |r| r.instances(FIXTURE).len() == 2)
-            .await
-    );
+    converge(&me, "n3's fixture gone", |r| {
+        r.instances(FIXTURE).len() == 2
+    })
+    .await;
+    assert_eq!(next_about(&mut watch, "fixture@n3").await, "deleted");
     for i in 0..6 {
         me.client()
             .call(
@@ -165,11 +165,12 @@ async fn three_processes_join_survive_a_kill_and_rejoin() {
         })
         .await;
     }
-    assert!(
-        me.registry()
-            .wait_until(HANG_LIMIT, |r| r.instances("svc-3").len() == 1)
-            .await
-    );
+    converge(&me, "svc-3 back", |r| r.instances("svc-3").len() == 1).await;
+    converge(&me, "n3's fixture back", |r| {
+        r.instances(FIXTURE).len() == 3
+    })
+    .await;
+    assert_eq!(next_about(&mut watch, "fixture@n3").await, "created");
     assert_eq!(me.registry().instances("svc-3")[0].addr, n3.addr());
     me.client()
         .call(
@@ -181,18 +182,12 @@ async fn three_processes_join_survive_a_kill_and_rejoin() {
         .await
         .expect("restarted node answers");
 
-    // The watch saw n3's instance arrive, leave and come back, in that order.
-    let mut seen = Vec::new();
-    while seen.len() < 3 {
-        seen.push(
-            within("watch events", n3_events.recv())
-                .await
-                .expect("watch ended"),
-        );
-    }
-    assert_eq!(seen, ["created", "deleted", "created"]);
     within("observer shutdown", me.shutdown()).await;
-    within("watch ends with the node", watcher).await.unwrap();
+    // Changes not yet read are still handed out; then the watch ends with the node.
+    within("the watch to end", async {
+        while watch.next().await.is_some() {}
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,11 +203,7 @@ async fn a_process_killed_and_restarted_at_the_same_address_is_reachable_again()
         .start()
         .await
         .unwrap();
-    assert!(
-        me.registry()
-            .wait_until(HANG_LIMIT, |r| r.instances("svc-2").len() == 1)
-            .await
-    );
+    converge(&me, "svc-2", |r| r.instances("svc-2").len() == 1).await;
     // A pooled connection to n2's first process.
     me.client()
         .call("svc-2", Echo { text: "1".into() })
@@ -237,30 +228,30 @@ async fn a_process_killed_and_restarted_at_the_same_address_is_reachable_again()
     )
     .await;
     assert_eq!(n2.addr(), fixed);
-    assert!(
-        me.registry()
-            .wait_until(HANG_LIMIT, |r| r
-                .members()
-                .iter()
-                .any(|m| m.name == "n2" && m.generation != first)
-                && r.instances("svc-2").len() == 1)
-            .await
-    );
+    converge(&me, "n2's new incarnation", |r| {
+        r.members()
+            .iter()
+            .any(|m| m.name == "n2" && m.generation != first)
+            && r.instances("svc-2").len() == 1
+    })
+    .await;
     // Calls reach the new process well before the dead connection's 30 s idle timeout.
     let client = me.client();
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        let call = client
-            .request("svc-2", Echo { text: "2".into() })
-            .timeout(Duration::from_millis(500));
-        if call.await.is_ok() {
-            break;
+    let reached = async {
+        loop {
+            let call = client
+                .request("svc-2", Echo { text: "2".into() })
+                .timeout(Duration::from_millis(500));
+            match call.await {
+                Ok(_) => return,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
         }
-        assert!(
-            attempts < 20,
-            "n2 unreachable after its restart at the same address"
-        );
-    }
+    };
+    within(
+        "a call to n2 after its restart at the same address",
+        reached,
+    )
+    .await;
     within("observer shutdown", me.shutdown()).await;
 }

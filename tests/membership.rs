@@ -351,7 +351,11 @@ async fn dropping_a_node_stops_gossip_even_while_a_client_lives() {
     let client = a.client();
     let mut watch = a.registry().watch();
     drop(a);
-    assert_eq!(within("watch end", watch.next()).await, None);
+    // Unread changes are still handed out; then the watch ends, though a client lives on.
+    within("the watch to end", async {
+        while watch.next().await.is_some() {}
+    })
+    .await;
     // Had a kept gossiping (its client holds its state), b would keep seeing it alive.
     converge(&b, "a gone", |r| r.members().len() == 1).await;
     let err = expect_err(
