@@ -25,7 +25,8 @@ async fn a_node_of_another_cluster_is_refused_both_ways() {
     let other_ca = new_ca();
     let (foreign, _foreign_fixture) = start_node_with_fixture(&other_ca, "foreign", 1).await;
 
-    // The foreign node calls a member.
+    // Neither side trusts the other's CA. The foreign node calls a member: it refuses a's server
+    // certificate itself, before a has judged anything.
     let err = expect_err(
         within(
             "foreign call",
@@ -43,7 +44,8 @@ async fn a_node_of_another_cluster_is_refused_both_ways() {
     assert_eq!(err.code(), Code::Unauthorized, "{err}");
     assert_eq!(err.origin(), Origin::Client, "{err}");
 
-    // A member calls the foreign node.
+    // A member calls the foreign node: a refuses its server certificate (and the foreign node
+    // would refuse a's). For a's checks alone, see the impostor tests below.
     let err = expect_err(
         within(
             "call to foreign node",
@@ -91,6 +93,7 @@ async fn a_raw_endpoint_of_another_cluster_cannot_open_a_stream() {
     let other_ca = ClusterCa::generate().unwrap();
     let raw = raw_endpoint(&other_ca);
 
+    // The endpoint trusts only its own CA, so it is the one that refuses a's certificate.
     let err = within("foreign open", raw.open(a.addr()))
         .await
         .expect_err("a foreign endpoint opens no stream");
@@ -132,30 +135,6 @@ async fn a_client_certificate_not_from_the_cluster_ca_gets_no_service() {
     .await;
     assert!(refused.0, "expected a TLS refusal, got {}", refused.1);
 
-    // The same, through a node built on that identity: an error, never a reply.
-    let impostor_node = colony::Node::builder()
-        .name("impostor")
-        .identity(impostor_identity(&ca))
-        .start()
-        .await
-        .unwrap();
-    let err = expect_err(
-        within(
-            "impostor node call",
-            impostor_node.client().call_at(
-                a.addr(),
-                FIXTURE,
-                Hold {
-                    tag: "impostor node".into(),
-                },
-            ),
-        )
-        .await,
-        "call from an impostor node",
-    );
-    assert_eq!(err.code(), Code::Unauthorized, "{err}");
-    assert_eq!(err.origin(), Origin::Client, "{err}");
-
     // Members are served, and only their calls ever ran.
     let held = b
         .client()
@@ -171,7 +150,69 @@ async fn a_client_certificate_not_from_the_cluster_ca_gets_no_service() {
     assert_eq!(held.tag, "member");
     assert_eq!(fixture.stats.started(), vec!["member".to_string()]);
 
-    impostor_node.shutdown().await;
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_trusting_the_cluster_ca_with_a_foreign_certificate_is_refused_both_ways() {
+    let ca = new_ca();
+    let (a, fixture) = start_node_with_fixture(&ca, "a", 1).await;
+    fixture.stats.open_gate();
+    let b = start_node(&ca, "b").await;
+    // The impostor trusts the cluster CA, so it accepts a's certificate in either role: whatever
+    // refuses it here is a's own check of the certificate it presents.
+    let impostor = colony::Node::builder()
+        .name("impostor")
+        .identity(impostor_identity(&ca))
+        .start()
+        .await
+        .unwrap();
+    let impostor_fixture = start_fixture(&impostor, FIXTURE, 1).await;
+    impostor_fixture.stats.open_gate();
+    let hold = |tag: &str| Hold { tag: tag.into() };
+
+    // The impostor calls a: a refuses its client certificate.
+    for attempt in ["impostor", "impostor again"] {
+        let err = expect_err(
+            within(
+                "impostor call",
+                impostor.client().call_at(a.addr(), FIXTURE, hold(attempt)),
+            )
+            .await,
+            "call from the impostor",
+        );
+        assert_eq!(err.code(), Code::Unauthorized, "{attempt}: {err}");
+        assert_eq!(err.origin(), Origin::Client, "{attempt}: {err}");
+    }
+
+    // a calls the impostor: a refuses its server certificate.
+    let err = expect_err(
+        within(
+            "call to the impostor",
+            a.client().call_at(impostor.addr(), FIXTURE, hold("from a")),
+        )
+        .await,
+        "call to the impostor",
+    );
+    assert_eq!(err.code(), Code::Unauthorized, "{err}");
+    assert_eq!(err.origin(), Origin::Client, "{err}");
+    assert!(
+        impostor_fixture.stats.started().is_empty(),
+        "a's call reached the impostor's handler"
+    );
+
+    // Members are still served, and only their calls ever ran on a.
+    let held = within(
+        "member call",
+        b.client().call_at(a.addr(), FIXTURE, hold("member")),
+    )
+    .await
+    .expect("a member is still served");
+    assert_eq!(held.tag, "member");
+    assert_eq!(fixture.stats.started(), vec!["member".to_string()]);
+
+    impostor.shutdown().await;
     b.shutdown().await;
     a.shutdown().await;
 }

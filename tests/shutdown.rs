@@ -9,6 +9,9 @@ use colony_tests::*;
 /// Size of the reply of one call in flight during shutdown: more than QUIC sends at once.
 const BIG_REPLY: usize = 8 * 1024 * 1024;
 
+/// A service on the stopping node that no held call occupies.
+const OTHER: &str = "other";
+
 /// A client node whose dials give up quickly, so calls to a stopped node fail fast.
 async fn impatient_node(ca: &std::sync::Arc<colony::ClusterCa>, name: &str) -> colony::Node {
     node_builder(ca, name)
@@ -53,6 +56,9 @@ async fn shutdown_finishes_calls_in_flight_and_refuses_new_ones() {
     let stats = fixture.stats.clone();
     wait_until(move || stats.started_count() == 3, "three calls in flight").await;
 
+    // A second service, none of whose instances is held, for a local call during shutdown.
+    let _other = start_fixture(&a, OTHER, 1).await;
+    let local_client = a.client();
     let shutdown = tokio::spawn(a.shutdown());
 
     // New calls start failing once shutdown has begun, with an error and not a hang.
@@ -102,11 +108,20 @@ async fn shutdown_finishes_calls_in_flight_and_refuses_new_ones() {
         "a new connection during shutdown must be refused, not ignored: {fresh}"
     );
 
+    // Local calls are still served while shutdown waits: only remote calls are refused.
+    let local = within(
+        "a local call during shutdown",
+        local_client.call(OTHER, Echo { text: "in".into() }),
+    )
+    .await
+    .expect("a local call during shutdown is served");
+    assert_eq!(local.text, "in");
+    assert!(!local.remote, "served in-process");
+
     // The calls in flight were still waiting all along; now they finish, successfully.
-    assert_eq!(
-        fixture.stats.finished(),
-        0,
-        "the held calls ran across shutdown"
+    assert!(
+        in_flight.try_join_next().is_none(),
+        "a call in flight ended before its handler was released"
     );
     assert!(
         !shutdown.is_finished(),
@@ -209,9 +224,14 @@ async fn dropping_a_node_stops_it_without_hanging() {
     );
     assert_eq!(err.code(), Code::Unavailable, "{err}");
 
-    // The local call's handler is still held; once released the call ends, one way or another.
+    // The local call's handler is still held; once released, the instance finishes its current
+    // message and the local caller gets its reply.
     fixture.stats.open_gate();
-    let _ = within("local call on a dropped node", local).await.unwrap();
+    let held = within("local call on a dropped node", local)
+        .await
+        .unwrap()
+        .expect("the local call in flight is answered");
+    assert_eq!(held.tag, "local");
 
     b.shutdown().await;
 }

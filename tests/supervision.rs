@@ -4,11 +4,12 @@
 use colony::{Code, Node, Origin};
 use colony_tests::*;
 
-/// Waits until the service has restarted `restarts` times in all and runs its one instance again.
-async fn wait_restarted(fixture: &FixtureService, restarts: u64) {
+/// Waits until the service has restarted `restarts` times in all and runs all its `instances`
+/// again.
+async fn wait_restarted(fixture: &FixtureService, restarts: u64, instances: usize) {
     let service = fixture.service.clone();
     wait_until(
-        move || service.restarts() == restarts && service.live_instances() == 1,
+        move || service.restarts() == restarts && service.live_instances() == instances,
         &format!("restart #{restarts} of the panicked instance"),
     )
     .await;
@@ -40,8 +41,7 @@ async fn panic_and_recover(server: &Node, caller: &Node, remote: bool) {
     assert_eq!(err.code(), Code::Internal, "{err}");
     assert_eq!(err.origin(), Origin::Server, "{err}");
 
-    wait_restarted(&fixture, 1).await;
-    assert_eq!(fixture.service.live_instances(), 1);
+    wait_restarted(&fixture, 1, 1).await;
     // Served by the fresh instance: its state starts from the factory again.
     assert_eq!(
         count().await.unwrap(),
@@ -77,12 +77,12 @@ async fn local_and_remote_callers_see_the_same_panic_error() {
     let fixture = start_fixture(&a, "panicky", 1).await;
 
     let local = expect_err(a.client().call("panicky", Panic {}).await, "local panic");
-    wait_restarted(&fixture, 1).await;
+    wait_restarted(&fixture, 1, 1).await;
     let bin = expect_err(
         b.client().call_at(a.addr(), "panicky", Panic {}).await,
         "remote panic",
     );
-    wait_restarted(&fixture, 2).await;
+    wait_restarted(&fixture, 2, 1).await;
     let json = expect_err(
         b.client()
             .request("panicky", Panic {})
@@ -91,7 +91,7 @@ async fn local_and_remote_callers_see_the_same_panic_error() {
             .await,
         "remote JSON panic",
     );
-    wait_restarted(&fixture, 3).await;
+    wait_restarted(&fixture, 3, 1).await;
     assert_eq!(local.code(), Code::Internal);
     assert_eq!(local, bin, "local and remote callers get the same error");
     assert_eq!(local, json);
@@ -127,12 +127,7 @@ async fn a_panic_in_one_instance_leaves_the_others_serving() {
         "remote panic",
     );
     assert_eq!(err.code(), Code::Internal);
-    let service = fixture.service.clone();
-    wait_until(
-        move || service.restarts() == 1 && service.live_instances() == 3,
-        "the panicked instance to be replaced",
-    )
-    .await;
+    wait_restarted(&fixture, 1, 3).await;
     for i in 0..6 {
         let reply = b
             .client()

@@ -189,6 +189,7 @@ async fn services_members_describe_and_call_against_a_running_cluster() {
         &dir.0,
     )
     .await;
+    assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("404 NotFound"), "{}", stderr(&out));
     b.shutdown().await;
     a.shutdown().await;
@@ -198,11 +199,10 @@ async fn services_members_describe_and_call_against_a_running_cluster() {
 async fn clear_messages_for_a_silent_seed_and_for_missing_credentials() {
     let dir = TempDir::new("errors");
     ClusterCa::load_or_create(&dir.0).unwrap();
-    // A port where nothing listens: take one and let it go.
-    let silent = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // A port that never answers: bound (so nothing else can take it) for the whole test, never
+    // read.
+    let silent_socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let silent = silent_socket.local_addr().unwrap();
     let out = colony(
         &["--seed", &silent.to_string(), "--wait", "1", "services"],
         &dir.0,
@@ -229,5 +229,11 @@ async fn clear_messages_for_a_silent_seed_and_for_missing_credentials() {
     );
 
     let out = colony(&["services"], &dir.0).await;
-    assert!(stderr(&out).contains("no seed"), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no seed: pass --seed"),
+        "{}",
+        stderr(&out)
+    );
+    drop(silent_socket);
 }

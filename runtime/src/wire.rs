@@ -140,6 +140,6 @@ mod tests {
         let (_, decoded) = decode_header::<RequestHeader>(&[0xde, 0xad]);
         assert_eq!(decoded.unwrap_err().code(), crate::Code::BadRequest);
         let (_, decoded) = decode_header::<RequestHeader>(&[]);
-        assert!(decoded.is_err());
+        assert_eq!(decoded.unwrap_err().code(), crate::Code::BadRequest);
     }
 }
