@@ -1,16 +1,20 @@
 //! The actor that hosts one service instance.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::behavior::Behavior;
+use crate::instances::Depth;
 
 /// Makes a fresh [`Behavior`] for every start and restart of an instance.
 pub type Factory<B> = Arc<dyn Fn() -> B + Send + Sync>;
 
 pub(crate) struct InstanceActor<B: Behavior> {
     pub(crate) factory: Factory<B>,
+    /// Counted up by [`Instances::send`](crate::Instances::send), down here once handled.
+    pub(crate) depth: Depth,
 }
 
 impl<B: Behavior> Actor for InstanceActor<B> {
@@ -33,6 +37,7 @@ impl<B: Behavior> Actor for InstanceActor<B> {
         state: &mut B,
     ) -> Result<(), ActorProcessingErr> {
         state.handle(msg).await;
+        self.depth.fetch_sub(1, Ordering::Relaxed);
         Ok(())
     }
 }

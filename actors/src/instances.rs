@@ -1,17 +1,41 @@
 //! The live instances of one service, readable by callers without asking the supervisor.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
-use ractor::ActorRef;
+use ractor::{ActorRef, MessagingErr};
 
-/// The current mailbox of every instance of a service.
+use crate::selector::random_below;
+
+/// Above this many instances a send compares two random instances instead of all of them.
+const SCAN_ALL_UP_TO: usize = 16;
+
+/// Messages sent to an instance and not yet handled by it (its mailbox depth plus the one at
+/// hand). Kept per incarnation: a restarted instance starts from zero.
+pub(crate) type Depth = Arc<AtomicU32>;
+
+struct Slot<M> {
+    actor: ActorRef<M>,
+    depth: Depth,
+}
+
+impl<M> Clone for Slot<M> {
+    fn clone(&self) -> Self {
+        Self {
+            actor: self.actor.clone(),
+            depth: self.depth.clone(),
+        }
+    }
+}
+
+/// The current mailbox of every instance of a service, with how deep each one is.
 ///
-/// The supervisor writes a slot when it starts or restarts an instance; callers read it to pick
-/// an instance round-robin. Reads take a brief uncontended read lock and clone one `ActorRef`.
+/// The supervisor writes a slot when it starts or restarts an instance (a slot is empty while
+/// its instance restarts, so nothing is sent there); [`send`](Self::send) gives a message to the
+/// instance with the fewest messages waiting, so one slow instance does not keep a share of the
+/// calls the way round-robin would.
 pub struct Instances<M> {
-    slots: RwLock<Vec<Option<ActorRef<M>>>>,
-    next: AtomicUsize,
+    slots: RwLock<Vec<Option<Slot<M>>>>,
     restarts: AtomicU64,
 }
 
@@ -24,24 +48,66 @@ impl<M> std::fmt::Debug for Instances<M> {
     }
 }
 
+impl<M: ractor::Message> Instances<M> {
+    /// Sends `msg` to the live instance with the fewest messages waiting; gives the message back
+    /// when no instance is running.
+    pub fn send(&self, mut msg: M) -> Result<(), M> {
+        // An instance may stop between being chosen and being sent to: try the others.
+        for _ in 0..3 {
+            let Some(slot) = self.least_loaded() else {
+                return Err(msg);
+            };
+            slot.depth.fetch_add(1, Ordering::Relaxed);
+            match slot.actor.send_message(msg) {
+                Ok(()) => return Ok(()),
+                Err(MessagingErr::SendErr(back)) => {
+                    slot.depth.fetch_sub(1, Ordering::Relaxed);
+                    msg = back;
+                }
+                Err(_) => unreachable!("send_message only fails with SendErr"),
+            }
+        }
+        Err(msg)
+    }
+}
+
 impl<M> Instances<M> {
     pub(crate) fn new(count: usize) -> Self {
         Self {
             slots: RwLock::new((0..count).map(|_| None).collect()),
-            next: AtomicUsize::new(0),
             restarts: AtomicU64::new(0),
         }
     }
 
-    /// The next live instance in round-robin order, or `None` if none is running.
-    pub fn pick(&self) -> Option<ActorRef<M>> {
+    fn least_loaded(&self) -> Option<Slot<M>> {
         let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
+        let depth = |s: &Slot<M>| s.depth.load(Ordering::Relaxed);
         let n = slots.len();
-        if n == 0 {
-            return None;
+        if n > SCAN_ALL_UP_TO {
+            // Power of two choices: nearly as good as the minimum, at constant cost.
+            let (a, b) = (random_below(n), random_below(n));
+            match (&slots[a], &slots[b]) {
+                (Some(x), Some(y)) => return Some(if depth(y) < depth(x) { y } else { x }.clone()),
+                (Some(x), None) | (None, Some(x)) => return Some(x.clone()),
+                (None, None) => {}
+            }
         }
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n).find_map(|i| slots[(start + i) % n].clone())
+        // Ties go to the first slot from a random start, so idle instances share the work.
+        let start = if n > 1 { random_below(n) } else { 0 };
+        (0..n)
+            .filter_map(|k| slots[(start + k) % n].as_ref())
+            .min_by_key(|s| depth(s))
+            .cloned()
+    }
+
+    /// Messages waiting in each instance's mailbox (the one being handled included), by slot;
+    /// `None` for a slot whose instance is restarting.
+    pub fn depths(&self) -> Vec<Option<u32>> {
+        let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
+        slots
+            .iter()
+            .map(|s| s.as_ref().map(|s| s.depth.load(Ordering::Relaxed)))
+            .collect()
     }
 
     /// How many instances are running now.
@@ -55,16 +121,16 @@ impl<M> Instances<M> {
         self.restarts.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn set(&self, slot: usize, actor: Option<ActorRef<M>>) {
+    pub(crate) fn set(&self, slot: usize, actor: Option<(ActorRef<M>, Depth)>) {
         let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
-        slots[slot] = actor;
+        slots[slot] = actor.map(|(actor, depth)| Slot { actor, depth });
     }
 
     pub(crate) fn slot_of(&self, id: ractor::ActorId) -> Option<usize> {
         let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
         slots
             .iter()
-            .position(|s| s.as_ref().is_some_and(|a| a.get_id() == id))
+            .position(|s| s.as_ref().is_some_and(|s| s.actor.get_id() == id))
     }
 
     pub(crate) fn count_restart(&self) {

@@ -4,9 +4,12 @@
 //! N instances of a [`Behavior`] and restarts any instance that panics or stops, one-for-one,
 //! within a [`RestartPolicy`] budget (ractor itself has no restart strategies: its default is to
 //! stop the parent when a child dies). Callers reach the instances through [`Instances`], a
-//! table the supervisor keeps current, so a call never waits on the supervisor.
+//! table the supervisor keeps current, so a call never waits on the supervisor; a message goes
+//! to the instance with the fewest messages waiting.
 //!
-//! The selector, topic and lock actors of later milestones live here too.
+//! [`selector`] holds the decision logic of the runtime's selector actors: strategies, instance
+//! load, outlier ejection and the retry budget, as plain state with no I/O. The topic and lock
+//! state machines of later milestones live here too.
 //!
 //! ```
 //! # #[tokio::main] async fn main() {
@@ -29,7 +32,7 @@
 //!     policy: RestartPolicy::default(),
 //! }).await.unwrap();
 //! let (tx, rx) = tokio::sync::oneshot::channel();
-//! service.instances.pick().unwrap().send_message(tx).unwrap();
+//! service.instances.send(tx).unwrap();
 //! assert_eq!(rx.await.unwrap(), 1);
 //! service.supervisor.stop_and_wait(None, None).await.unwrap();
 //! # }
@@ -39,12 +42,13 @@ mod behavior;
 mod instance;
 mod instances;
 mod restart;
+pub mod selector;
 mod supervisor;
 
 pub use behavior::Behavior;
 pub use instance::Factory;
 pub use instances::Instances;
-pub use restart::{RestartPolicy, Strategy};
+pub use restart::{RestartPolicy, RestartStrategy};
 pub use supervisor::{supervise, ServiceSpec, Supervised};
 
 /// ractor, re-exported so users of [`Instances`] name the same `ActorRef` type.

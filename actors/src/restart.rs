@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 /// Only one-for-one exists today; the enum is where one-for-all and rest-for-one will go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
-pub enum Strategy {
+pub enum RestartStrategy {
     /// Restart only the child that failed (OTP's `one_for_one`).
     #[default]
     OneForOne,
@@ -19,7 +19,7 @@ pub enum Strategy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RestartPolicy {
     /// Which children restart.
-    pub strategy: Strategy,
+    pub strategy: RestartStrategy,
     /// Restarts allowed inside the window.
     pub max_restarts: u32,
     /// The sliding window.
@@ -29,7 +29,7 @@ pub struct RestartPolicy {
 impl Default for RestartPolicy {
     fn default() -> Self {
         Self {
-            strategy: Strategy::OneForOne,
+            strategy: RestartStrategy::OneForOne,
             max_restarts: 10,
             within: Duration::from_secs(60),
         }

@@ -12,7 +12,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use crate::behavior::Behavior;
 use crate::instance::{Factory, InstanceActor};
-use crate::instances::Instances;
+use crate::instances::{Depth, Instances};
 use crate::restart::{RestartBudget, RestartPolicy};
 
 /// How long a stopping supervisor waits for its instances to finish their current message.
@@ -73,11 +73,13 @@ impl<B: Behavior> Supervisor<B> {
         myself: &ActorRef<()>,
         slot: usize,
     ) -> Result<(), ActorProcessingErr> {
+        let depth = Depth::default();
         let child = InstanceActor {
             factory: self.factory.clone(),
+            depth: depth.clone(),
         };
         let (actor, _join) = Actor::spawn_linked(None, child, (), myself.get_cell()).await?;
-        self.instances.set(slot, Some(actor));
+        self.instances.set(slot, Some((actor, depth)));
         Ok(())
     }
 
@@ -189,7 +191,7 @@ mod tests {
 
     async fn count(s: &Supervised<Flaky>) -> Option<u32> {
         let (tx, rx) = oneshot::channel();
-        s.instances.pick()?.send_message(Ask::Count(tx)).ok()?;
+        s.instances.send(Ask::Count(tx)).ok()?;
         rx.await.ok()
     }
 
@@ -208,11 +210,7 @@ mod tests {
         let s = start(RestartPolicy::default()).await;
         assert_eq!(count(&s).await, Some(1));
         assert_eq!(count(&s).await, Some(2));
-        s.instances
-            .pick()
-            .unwrap()
-            .send_message(Ask::Panic)
-            .unwrap();
+        assert!(s.instances.send(Ask::Panic).is_ok());
         wait_until(|| s.instances.restarts() == 1 && s.instances.live() == 1).await;
         assert_eq!(
             count(&s).await,
@@ -232,18 +230,10 @@ mod tests {
         };
         let s = start(policy).await;
         for restarts in 1..=2 {
-            s.instances
-                .pick()
-                .unwrap()
-                .send_message(Ask::Panic)
-                .unwrap();
+            assert!(s.instances.send(Ask::Panic).is_ok());
             wait_until(|| s.instances.restarts() == restarts && s.instances.live() == 1).await;
         }
-        s.instances
-            .pick()
-            .unwrap()
-            .send_message(Ask::Panic)
-            .unwrap();
+        assert!(s.instances.send(Ask::Panic).is_ok());
         tokio::time::timeout(Duration::from_secs(10), s.supervisor.wait(None))
             .await
             .expect("supervisor should stop")

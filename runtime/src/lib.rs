@@ -1,16 +1,17 @@
 #![doc = include_str!("../README.md")]
 
-mod client;
+mod call;
 mod codec;
 mod context;
 mod error;
+pub mod layer;
 mod membership;
 mod message;
 mod node;
 mod service;
 mod wire;
 
-pub use client::{Call, Client};
+pub use call::{Call, CallDefaults, Client, InstanceReport};
 pub use codec::ContentType;
 pub use context::{Context, Metadata};
 pub use error::{Code, Error, Origin};
@@ -19,10 +20,16 @@ pub use membership::{
 };
 pub use message::{Handler, Message};
 pub use node::{Node, NodeBuilder, StartError};
+/// colony's own per-node service and its messages, for tools like the `colony` CLI.
+pub mod introspect {
+    pub use crate::node::introspect::{SelectorQuery, SelectorView, NODE_SERVICE};
+}
 pub use service::{ServiceBuilder, ServiceRef};
 
+/// Instance selection and resilience settings, from `colony-actors`.
+pub use colony_actors::selector::{BudgetPolicy, OutlierPolicy, Strategy};
 /// Supervision settings, from `colony-actors`.
-pub use colony_actors::{RestartPolicy, Strategy};
+pub use colony_actors::{RestartPolicy, RestartStrategy};
 /// TLS identity and transport settings, from `colony-quic`.
 pub use colony_quic::{ClusterCa, Identity, TransportConfig};
 

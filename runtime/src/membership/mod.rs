@@ -15,9 +15,10 @@ use tokio::sync::watch;
 
 pub(crate) use gossip::{GossipCounters, GossipInbox, GOSSIP};
 pub use registry::{Registry, Watch};
+pub(crate) use view::ClusterView;
 pub(crate) use view::ServiceAd;
-use view::{ClusterView, LEAVING_KEY, ROLE_KEY, SERVICE_PREFIX};
 pub use view::{Member, RegistryEvent, Role, ServiceInstance};
+use view::{LEAVING_KEY, ROLE_KEY, SERVICE_PREFIX};
 
 /// How a node takes part in the cluster.
 #[derive(Debug, Clone)]

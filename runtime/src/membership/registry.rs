@@ -1,7 +1,6 @@
 //! The registry view go-micro's `Registry` gave, answered from gossip: list, get and watch.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +15,6 @@ use super::view::{diff, ClusterView, Member, RegistryEvent, ServiceInstance, Sha
 #[derive(Clone)]
 pub struct Registry {
     view: watch::Receiver<SharedView>,
-    next: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -31,10 +29,7 @@ impl std::fmt::Debug for Registry {
 
 impl Registry {
     pub(crate) fn new(view: watch::Receiver<SharedView>) -> Self {
-        Self {
-            view,
-            next: Arc::default(),
-        }
+        Self { view }
     }
 
     /// Names of all services offered somewhere in the cluster, sorted.
@@ -60,12 +55,19 @@ impl Registry {
         self.view.borrow().members.clone()
     }
 
-    /// Picks the address of an instance of `service`, spreading successive picks.
-    pub(crate) fn pick(&self, service: &str) -> Option<std::net::SocketAddr> {
-        let view = self.view.borrow();
-        let instances = view.by_service.get(service)?;
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        instances.get(n % instances.len()).map(|i| i.addr)
+    /// The view now.
+    pub(crate) fn current(&self) -> SharedView {
+        self.view.borrow().clone()
+    }
+
+    /// Whether `view` is still the current one.
+    pub(crate) fn is_current(&self, view: &SharedView) -> bool {
+        Arc::ptr_eq(&self.view.borrow(), view)
+    }
+
+    /// A receiver that wakes on every change of the view.
+    pub(crate) fn view(&self) -> watch::Receiver<SharedView> {
+        self.view.clone()
     }
 
     /// Watches instances: [`Watch::snapshot`] is the state now, then [`Watch::next`] yields every

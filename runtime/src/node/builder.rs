@@ -8,6 +8,8 @@ use std::time::Duration;
 use colony_quic::{ClusterCa, Endpoint, Identity, TransportConfig};
 
 use super::{Node, Shared, StartError};
+use crate::call::CallDefaults;
+use crate::layer::{ClientLayer, Layers, ServeLayer};
 use crate::membership::{Membership, MembershipConfig, Role};
 
 enum Trust {
@@ -26,7 +28,9 @@ pub struct NodeBuilder {
     listen: String,
     trust: Trust,
     transport: TransportConfig,
-    call_timeout: Duration,
+    defaults: CallDefaults,
+    client_layers: Vec<Arc<dyn ClientLayer>>,
+    serve_layers: Vec<Arc<dyn ServeLayer>>,
     shutdown_grace: Duration,
     membership: MembershipConfig,
 }
@@ -38,7 +42,9 @@ impl Default for NodeBuilder {
             listen: "127.0.0.1:0".into(),
             trust: Trust::CaDir(None),
             transport: TransportConfig::default(),
-            call_timeout: Duration::from_secs(30),
+            defaults: CallDefaults::default(),
+            client_layers: Vec::new(),
+            serve_layers: Vec::new(),
             shutdown_grace: Duration::from_secs(10),
             membership: MembershipConfig::default(),
         }
@@ -90,7 +96,28 @@ impl NodeBuilder {
 
     /// Default deadline of calls made by this node's clients (default 30 s, as go-micro).
     pub fn call_timeout(mut self, timeout: Duration) -> Self {
-        self.call_timeout = timeout;
+        self.defaults.timeout = timeout;
+        self
+    }
+
+    /// How this node's clients call by default: strategy, retries, backoff, per-attempt
+    /// timeouts, ejection and retry budget (see [`CallDefaults`]). Sets the call timeout too.
+    pub fn client_defaults(mut self, defaults: CallDefaults) -> Self {
+        self.defaults = defaults;
+        self
+    }
+
+    /// Adds a layer around every call this node's clients make (outermost first, in the order
+    /// added); see [`layer`](crate::layer).
+    pub fn layer(mut self, layer: impl ClientLayer) -> Self {
+        self.client_layers.push(Arc::new(layer));
+        self
+    }
+
+    /// Adds a layer around every call this node's services answer, before delivery to an
+    /// instance; see [`layer`](crate::layer).
+    pub fn serve_layer(mut self, layer: impl ServeLayer) -> Self {
+        self.serve_layers.push(Arc::new(layer));
         self
     }
 
@@ -170,7 +197,17 @@ impl NodeBuilder {
         let membership = Membership::start(&endpoint, &name, &self.membership)
             .await
             .map_err(|e| StartError::Membership(e.0))?;
-        let shared = Arc::new(Shared::new(name, endpoint, membership, self.call_timeout));
-        Ok(Node::serve(shared, self.shutdown_grace))
+        let layers = Layers {
+            client: self.client_layers.into(),
+            serve: self.serve_layers.into(),
+        };
+        let shared = Arc::new(Shared::new(
+            name,
+            endpoint,
+            membership,
+            self.defaults,
+            layers,
+        ));
+        Node::serve(shared, self.shutdown_grace).await
     }
 }

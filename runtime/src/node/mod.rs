@@ -1,10 +1,11 @@
 //! The node: one process's endpoint, its services, and the tasks that serve them.
 
 mod builder;
+pub(crate) mod introspect;
 mod server;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,9 +14,11 @@ use colony_quic::Endpoint;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::client::Client;
+use crate::call::selector::{Selectors, Sources};
+use crate::call::{CallDefaults, Caller, Client};
+use crate::layer::Layers;
 use crate::membership::{GossipInbox, GossipStats, Member, Membership, Registry};
-use crate::service::{stop_service, LocalServices, ServiceBuilder};
+use crate::service::{stop_service, LocalServices, ServiceBuilder, RESERVED_PREFIX};
 
 /// Starting a node failed.
 #[derive(Debug)]
@@ -59,24 +62,22 @@ impl From<colony_quic::BindError> for StartError {
     }
 }
 
-/// State shared by the node handle, its clients and its serving tasks.
+/// State shared by the node handle and its serving tasks. Clients hold only the [`Caller`].
 pub(crate) struct Shared {
     pub(crate) name: String,
     pub(crate) endpoint: Endpoint,
-    pub(crate) services: LocalServices,
+    pub(crate) services: Arc<LocalServices>,
     /// Where peers reach this node (the advertised address).
     pub(crate) addr: SocketAddr,
-    /// The bound socket address; cached, because asking quinn takes a lock and a syscall.
-    local_addr: SocketAddr,
     pub(crate) membership: Membership,
     pub(crate) gossip_inbox: GossipInbox,
-    pub(crate) call_timeout: Duration,
+    /// What this node's clients call with: selectors, defaults, layers.
+    pub(crate) caller: Arc<Caller>,
     closing: AtomicBool,
     /// Calls being served; shutdown waits for these.
     pub(crate) calls: TaskTracker,
     /// Ends the accept and connection loops.
     pub(crate) cancel: CancellationToken,
-    next_request_id: AtomicU64,
 }
 
 impl Shared {
@@ -84,26 +85,40 @@ impl Shared {
         name: String,
         endpoint: Endpoint,
         (membership, gossip_inbox): (Membership, GossipInbox),
-        call_timeout: Duration,
+        defaults: CallDefaults,
+        layers: Layers,
     ) -> Self {
-        // Request ids only need to be distinct enough to follow a call in logs across nodes.
-        let seed = std::hash::BuildHasher::hash_one(
-            &std::collections::hash_map::RandomState::new(),
-            &name,
+        let addr = membership.advertise();
+        let services = Arc::new(LocalServices::default());
+        let selectors = Selectors::new(
+            Sources {
+                node: name.clone(),
+                addr,
+                registry: membership.registry().clone(),
+                services: services.clone(),
+            },
+            defaults,
         );
+        let caller = Arc::new(Caller::new(
+            name.clone(),
+            addr,
+            endpoint.clone(),
+            services.clone(),
+            selectors,
+            defaults,
+            layers,
+        ));
         Self {
             name,
-            addr: membership.advertise(),
-            local_addr: endpoint.local_addr(),
+            addr,
             endpoint,
-            services: LocalServices::default(),
+            services,
             membership,
             gossip_inbox,
-            call_timeout,
+            caller,
             closing: AtomicBool::new(false),
             calls: TaskTracker::new(),
             cancel: CancellationToken::new(),
-            next_request_id: AtomicU64::new(seed >> 16),
         }
     }
 
@@ -111,13 +126,9 @@ impl Shared {
         self.closing.load(Ordering::Acquire)
     }
 
-    /// Whether `addr` is this node (its advertised or its bound address).
-    pub(crate) fn is_self(&self, addr: SocketAddr) -> bool {
-        addr == self.addr || addr == self.local_addr
-    }
-
-    pub(crate) fn request_id(&self) -> u64 {
-        self.next_request_id.fetch_add(1, Ordering::Relaxed)
+    /// The default deadline of a call that does not say.
+    pub(crate) fn call_timeout(&self) -> Duration {
+        self.caller.defaults.timeout
     }
 }
 
@@ -146,14 +157,26 @@ impl Node {
         NodeBuilder::default()
     }
 
-    fn serve(shared: Arc<Shared>, shutdown_grace: Duration) -> Self {
+    async fn serve(shared: Arc<Shared>, shutdown_grace: Duration) -> Result<Self, StartError> {
         tokio::spawn(server::accept_loop(shared.clone()));
+        // Selectors follow the gossip view: each actor rebuilds its table on every change.
+        let mut view = shared.membership.registry().view();
+        let caller = Arc::downgrade(&shared.caller);
+        tokio::spawn(async move {
+            while view.changed().await.is_ok() {
+                let Some(caller) = caller.upgrade() else {
+                    return;
+                };
+                caller.selectors.view_changed();
+            }
+        });
+        introspect::serve(&shared).await?;
         tracing::info!(node = %shared.name, addr = %shared.addr, "node started");
-        Node {
+        Ok(Node {
             shared,
             shutdown_grace,
             stopped: false,
-        }
+        })
     }
 
     /// The node's name.
@@ -169,7 +192,7 @@ impl Node {
 
     /// A client that calls services from this node. Cheap to clone.
     pub fn client(&self) -> Client {
-        Client::new(self.shared.clone())
+        Client::new(self.shared.caller.clone())
     }
 
     /// Declares a service to run on this node; see [`ServiceBuilder`].
@@ -192,12 +215,13 @@ impl Node {
         self.shared.membership.stats()
     }
 
-    /// Names of the services running on this node.
+    /// Names of the services running on this node (colony's own `colony.*` ones left out).
     pub fn services(&self) -> Vec<String> {
         self.shared
             .services
             .names()
             .iter()
+            .filter(|n| !n.starts_with(RESERVED_PREFIX))
             .map(|n| n.to_string())
             .collect()
     }
@@ -221,6 +245,7 @@ impl Node {
         for service in shared.services.drain() {
             stop_service(service.as_ref()).await;
         }
+        shared.caller.selectors.stop_all();
         shared.membership.stop().await;
         shared.cancel.cancel();
         shared.endpoint.close(Duration::from_secs(1)).await;
@@ -238,6 +263,7 @@ impl Drop for Node {
         shared.cancel.cancel();
         // Clients may keep `Shared` alive: gossip must not outlive the node.
         shared.membership.stop_now();
+        shared.caller.selectors.stop_all();
         for service in shared.services.drain() {
             service.supervisor().stop(Some("node dropped".into()));
         }

@@ -223,7 +223,7 @@ async fn answer(shared: &Shared, recv: &mut RecvStream, peer: SocketAddr) -> Opt
     let refuse = |error: Error| Some(Answer::refuse(format, request_id, error));
     // The deadline is taken from when the header arrived: relative, so clocks need not agree.
     let timeout = match header.timeout_ms {
-        0 => shared.call_timeout,
+        0 => shared.call_timeout(),
         ms => Duration::from_millis(ms),
     };
     let deadline = Instant::now() + timeout;

@@ -27,7 +27,12 @@ pub struct ServiceBuilder<S> {
     policy: RestartPolicy,
     metadata: BTreeMap<String, String>,
     endpoints: Endpoints<S>,
+    /// False for colony's own per-node services, which are called by address only.
+    advertise: bool,
 }
+
+/// Service names colony keeps for itself.
+pub(crate) const RESERVED_PREFIX: &str = "colony.";
 
 impl<S: Send + 'static> ServiceBuilder<S> {
     pub(crate) fn new(shared: Arc<Shared>, name: String) -> Self {
@@ -39,7 +44,14 @@ impl<S: Send + 'static> ServiceBuilder<S> {
             policy: RestartPolicy::default(),
             metadata: BTreeMap::new(),
             endpoints: Endpoints::default(),
+            advertise: true,
         }
+    }
+
+    /// A service of colony's own: not advertised in gossip, allowed a reserved name.
+    pub(crate) fn unadvertised(mut self) -> Self {
+        self.advertise = false;
+        self
     }
 
     /// The version advertised for this service (default `0.0.0`).
@@ -48,7 +60,8 @@ impl<S: Send + 'static> ServiceBuilder<S> {
         self
     }
 
-    /// How many instances (actors) to run; calls are spread round-robin. Default 1.
+    /// How many instances (actors) to run; each call goes to the one with the fewest messages
+    /// waiting. Default 1.
     pub fn instances(mut self, count: usize) -> Self {
         self.instances = count;
         self
@@ -89,6 +102,12 @@ impl<S: Send + 'static> ServiceBuilder<S> {
         if self.endpoints.names().is_empty() {
             return refuse(format!("service {} has no handlers", self.name));
         }
+        if self.name.starts_with(RESERVED_PREFIX) && self.advertise {
+            return refuse(format!(
+                "service names starting with {RESERVED_PREFIX:?} are colony's own: {}",
+                self.name
+            ));
+        }
         if self.shared.is_closing() {
             return Err(Error::client(Code::Unavailable, "node is shutting down"));
         }
@@ -114,12 +133,14 @@ impl<S: Send + 'static> ServiceBuilder<S> {
                 .iter()
                 .map(|e| e.to_string())
                 .collect(),
-            metadata: self.metadata,
+            metadata: self.metadata.clone(),
             actors: self.instances,
         };
         let running: Arc<dyn LocalService> = Arc::new(RunningService {
             name: name.clone(),
             version: self.version,
+            metadata: self.metadata,
+            layers: self.shared.caller.layers.serve.clone(),
             endpoints: Arc::new(self.endpoints),
             instances: supervised.instances,
             supervisor: supervised.supervisor.clone(),
@@ -129,8 +150,11 @@ impl<S: Send + 'static> ServiceBuilder<S> {
             supervised.supervisor.stop(None);
             return Err(e);
         }
+        self.shared.caller.selectors.local_changed(&name);
         // Advertised only once callable, so no peer routes here before the service can answer.
-        self.shared.membership.publish(&name, &ad).await;
+        if self.advertise {
+            self.shared.membership.publish(&name, &ad).await;
+        }
         // A supervisor that gives up (restart budget spent) takes the service off this node and
         // out of the cluster, so callers go to healthy instances elsewhere.
         let shared = Arc::downgrade(&self.shared);
@@ -142,6 +166,7 @@ impl<S: Send + 'static> ServiceBuilder<S> {
                 return;
             };
             if shared.services.remove_if_same(&service, &running) {
+                shared.caller.selectors.local_changed(&service);
                 tracing::error!(node = %shared.name, %service, "service stopped by its supervisor; withdrawn");
                 shared.membership.withdraw(&service).await;
             }

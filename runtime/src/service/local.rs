@@ -1,10 +1,11 @@
 //! The services running on this node, reachable by name without the network.
 
 use std::any::Any;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use colony_actors::ractor::{ActorRef, MessagingErr};
+use colony_actors::ractor::ActorRef;
 use colony_actors::Instances;
 use dashmap::DashMap;
 use tokio::sync::oneshot;
@@ -14,18 +15,29 @@ use super::instance::Envelope;
 use crate::codec::ContentType;
 use crate::context::Context;
 use crate::error::{Code, Error, Origin};
+use crate::layer::ServeLayer;
 
 /// A reply on its way back from an instance.
 pub(crate) type Pending = oneshot::Receiver<Result<AnyBox, Error>>;
 
+/// A request the service did not take, handed back with the reason: it never reached an
+/// instance, so it may be sent elsewhere.
+pub(crate) struct Refused {
+    pub(crate) error: Error,
+    pub(crate) request: AnyBox,
+}
+
 /// What the node needs from a running service, whatever its state type.
 pub(crate) trait LocalService: Send + Sync {
     fn version(&self) -> &str;
+    fn metadata(&self) -> &BTreeMap<String, String>;
     fn endpoints(&self) -> Vec<&'static str>;
     /// The endpoint's registered name and codec.
     fn codec(&self, endpoint: &str) -> Option<(&'static str, WireCodec)>;
-    /// Puts a request in an instance's mailbox.
-    fn dispatch(&self, endpoint: &str, request: AnyBox, ctx: Context) -> Result<Pending, Error>;
+    /// Puts a request in the mailbox of the instance with the fewest messages waiting.
+    fn dispatch(&self, endpoint: &str, request: AnyBox, ctx: Context) -> Result<Pending, Refused>;
+    /// The node's serve layers, run before delivery.
+    fn layers(&self) -> &[Arc<dyn ServeLayer>];
     fn live_instances(&self) -> usize;
     fn restarts(&self) -> u64;
     fn supervisor(&self) -> &ActorRef<()>;
@@ -34,14 +46,20 @@ pub(crate) trait LocalService: Send + Sync {
 pub(crate) struct RunningService<S> {
     pub(crate) name: Arc<str>,
     pub(crate) version: String,
+    pub(crate) metadata: BTreeMap<String, String>,
     pub(crate) endpoints: Arc<Endpoints<S>>,
     pub(crate) instances: Arc<Instances<Envelope<S>>>,
     pub(crate) supervisor: ActorRef<()>,
+    pub(crate) layers: Arc<[Arc<dyn ServeLayer>]>,
 }
 
 impl<S: Send + 'static> LocalService for RunningService<S> {
     fn version(&self) -> &str {
         &self.version
+    }
+
+    fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
     }
 
     fn endpoints(&self) -> Vec<&'static str> {
@@ -52,48 +70,47 @@ impl<S: Send + 'static> LocalService for RunningService<S> {
         self.endpoints.get(endpoint).map(|r| (r.name, r.codec))
     }
 
-    fn dispatch(&self, endpoint: &str, request: AnyBox, ctx: Context) -> Result<Pending, Error> {
+    fn dispatch(&self, endpoint: &str, request: AnyBox, ctx: Context) -> Result<Pending, Refused> {
         // By request type first: no hashing on the hot path, and a decoded remote request
         // always matches the route that decoded it.
         let route = match self.endpoints.by_type((*request).type_id()) {
             Some(route) if route.name == endpoint => route,
             _ => {
-                let detail = if self.endpoints.get(endpoint).is_some() {
-                    (
+                let error = if self.endpoints.get(endpoint).is_some() {
+                    Error::server(
                         Code::BadRequest,
                         format!("{endpoint} is registered with another request type"),
                     )
                 } else {
-                    (
+                    Error::server(
                         Code::NotFound,
                         format!("service {} has no endpoint {endpoint}", ctx.service),
                     )
                 };
-                return Err(Error::server(detail.0, detail.1));
+                return Err(Refused { error, request });
             }
         };
         let (reply, pending) = oneshot::channel();
-        let mut envelope = Envelope {
+        let envelope = Envelope {
             handle: route.handle,
             request,
             ctx,
             reply,
         };
-        // An instance may die between being picked and being sent to: try the others once.
-        for _ in 0..2 {
-            let Some(instance) = self.instances.pick() else {
-                break;
-            };
-            match instance.send_message(envelope) {
-                Ok(()) => return Ok(pending),
-                Err(MessagingErr::SendErr(back)) => envelope = back,
-                Err(_) => break,
-            }
-        }
-        Err(Error::server(
-            Code::Unavailable,
-            format!("no running instance of {}", self.name),
-        ))
+        self.instances
+            .send(envelope)
+            .map(|()| pending)
+            .map_err(|back| Refused {
+                error: Error::server(
+                    Code::Unavailable,
+                    format!("no running instance of {}", self.name),
+                ),
+                request: back.request,
+            })
+    }
+
+    fn layers(&self) -> &[Arc<dyn ServeLayer>] {
+        &self.layers
     }
 
     fn live_instances(&self) -> usize {
@@ -207,11 +224,28 @@ pub(crate) async fn call_encoded(
     })?;
     let request = (codec.decode_request)(content_type, body)
         .map_err(|e| Error::server(Code::BadRequest, e.detail()))?;
-    let deadline = ctx.deadline;
-    let pending = service.dispatch(endpoint, request, ctx)?;
-    let reply = await_reply(pending, deadline, endpoint, waiter).await?;
+    let reply = deliver(service, endpoint, request, ctx, waiter).await?;
     (codec.encode_reply)(content_type, &reply)
         .map_err(|e| Error::server(Code::Internal, e.detail()))
+}
+
+/// Runs the service's serve layers (if any), then hands the request to an instance and waits
+/// for its reply until the call's deadline.
+pub(crate) async fn deliver(
+    service: &dyn LocalService,
+    endpoint: &str,
+    request: AnyBox,
+    ctx: Context,
+    waiter: Origin,
+) -> Result<AnyBox, Error> {
+    let deadline = ctx.deadline;
+    if service.layers().is_empty() {
+        let pending = service
+            .dispatch(endpoint, request, ctx)
+            .map_err(|r| r.error)?;
+        return await_reply(pending, deadline, endpoint, waiter).await;
+    }
+    super::layered::serve(service, endpoint, request, ctx, waiter).await
 }
 
 /// The caller's typed value out of an instance's reply.

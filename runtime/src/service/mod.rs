@@ -3,13 +3,18 @@
 mod builder;
 mod endpoints;
 mod instance;
+mod layered;
 mod local;
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 pub use builder::ServiceBuilder;
-pub(crate) use local::{await_reply, call_encoded, downcast_reply, LocalService, LocalServices};
+pub(crate) use builder::RESERVED_PREFIX;
+pub(crate) use endpoints::AnyBox;
+pub(crate) use local::{
+    await_reply, call_encoded, deliver, downcast_reply, LocalService, LocalServices, Pending,
+};
 
 use crate::node::Shared;
 
@@ -65,6 +70,7 @@ impl ServiceRef {
         // Withdrawn from the cluster first, so peers stop routing here before calls fail.
         shared.membership.withdraw(&self.name).await;
         if let Some(service) = shared.services.remove(&self.name) {
+            shared.caller.selectors.local_changed(&self.name);
             stop_service(service.as_ref()).await;
         }
     }

@@ -1,0 +1,188 @@
+//! The selector actor: it follows membership and turns marks into ejections and returns.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use colony_actors::ractor::{Actor, ActorProcessingErr, ActorRef, ActorRuntime, RpcReplyPort};
+use colony_actors::selector::{Health, OutlierPolicy, Outliers, Verdict};
+
+use super::{InstanceReport, Selector};
+
+/// What a caller tells the selector about an instance: only what changes its view. Routine
+/// successes are folded into the instance's atomics and never sent.
+#[derive(Debug)]
+pub(crate) enum Mark {
+    /// A failure that counts against the instance's health; `run` failures in a row so far.
+    Failed { id: Arc<str>, run: u32 },
+    /// A success after failures, or a probe's success.
+    Recovered { id: Arc<str> },
+}
+
+pub(crate) enum SelectorMsg {
+    /// The cluster view changed.
+    Refresh,
+    Mark(Mark),
+    /// An ejection may have ended.
+    ProbeDue {
+        id: Arc<str>,
+        until: Instant,
+    },
+    Report(RpcReplyPort<Vec<InstanceReport>>),
+}
+
+struct SelectorActor {
+    selector: Arc<Selector>,
+    policy: OutlierPolicy,
+}
+
+pub(super) fn start(selector: &Arc<Selector>, policy: OutlierPolicy) {
+    let actor = SelectorActor {
+        selector: selector.clone(),
+        policy,
+    };
+    match ActorRuntime::spawn_instant(None, actor, ()) {
+        Ok((actor, _)) => {
+            if let Err(extra) = selector.actor.set(actor) {
+                extra.stop(None);
+            }
+        }
+        Err(e) => {
+            tracing::error!(service = %selector.service, error = %e, "selector actor did not start")
+        }
+    }
+}
+
+impl SelectorActor {
+    fn eject(&self, myself: &ActorRef<SelectorMsg>, outliers: &mut Outliers, mark: Mark) {
+        let selector = &self.selector;
+        let table = selector.table();
+        match mark {
+            Mark::Failed { id, run } => {
+                let Some(instance) = table.find(&id) else {
+                    return;
+                };
+                let was_probing = instance.load.health() == Health::Probing;
+                if instance.load.health() == Health::Ejected {
+                    return;
+                }
+                let available = table
+                    .instances
+                    .iter()
+                    .filter(|i| i.load.is_healthy())
+                    .count()
+                    + usize::from(was_probing);
+                match outliers.failed(&id, run, available, Instant::now()) {
+                    Verdict::Eject { until, ejections } => {
+                        instance.load.set_health(Health::Ejected);
+                        selector.recount_probing(&table);
+                        let period = until.saturating_duration_since(Instant::now());
+                        tracing::warn!(service = %selector.service, instance = %id, run, ejections, ?period, "instance ejected after consecutive failures");
+                        myself.send_after(period, move || SelectorMsg::ProbeDue { id, until });
+                    }
+                    Verdict::SpareLast => {
+                        tracing::warn!(service = %selector.service, instance = %id, run, "instance keeps failing but is the last one available: not ejected");
+                    }
+                    Verdict::Keep | Verdict::Restore => {}
+                }
+            }
+            Mark::Recovered { id } => {
+                if let Verdict::Restore = outliers.succeeded(&id, Instant::now()) {
+                    if let Some(instance) = table.find(&id) {
+                        instance.load.set_health(Health::Healthy);
+                        selector.recount_probing(&table);
+                        tracing::info!(service = %selector.service, instance = %id, "probe succeeded: instance back in rotation");
+                    }
+                }
+            }
+        }
+    }
+
+    fn probe_due(
+        &self,
+        myself: &ActorRef<SelectorMsg>,
+        outliers: &Outliers,
+        id: Arc<str>,
+        until: Instant,
+    ) {
+        if outliers.ejected_until(&id) != Some(until) {
+            return; // Restored or ejected again since this timer was set.
+        }
+        let table = self.selector.table();
+        let Some(instance) = table.find(&id) else {
+            return;
+        };
+        // Also re-arms a probe whose call never reported back (its caller gave up).
+        instance.load.set_health(Health::Probing);
+        self.selector.recount_probing(&table);
+        tracing::info!(service = %self.selector.service, instance = %id, "ejection over: probing");
+        myself.send_after(self.policy.base_ejection, move || SelectorMsg::ProbeDue {
+            id,
+            until,
+        });
+    }
+
+    fn report(&self, outliers: &Outliers) -> Vec<InstanceReport> {
+        let now = Instant::now();
+        self.selector
+            .table()
+            .instances
+            .iter()
+            .map(|i| {
+                let (calls, failures) = i.load.totals();
+                let health = i.load.health();
+                InstanceReport {
+                    id: i.id.to_string(),
+                    node: i.node.clone(),
+                    addr: i.addr,
+                    local: i.local.is_some(),
+                    health: format!("{health:?}").to_lowercase(),
+                    outstanding: i.load.outstanding(),
+                    latency_us: i.load.srtt().map(|d| d.as_micros() as u64),
+                    consecutive_failures: i.load.consecutive_failures(),
+                    ejected_for_ms: (health == Health::Ejected)
+                        .then(|| outliers.ejected_until(&i.id))
+                        .flatten()
+                        .map(|t| t.saturating_duration_since(now).as_millis() as u64),
+                    ejections: outliers.ejections(&i.id),
+                    calls,
+                    failures,
+                }
+            })
+            .collect()
+    }
+}
+
+impl Actor for SelectorActor {
+    type Msg = SelectorMsg;
+    type State = Outliers;
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<SelectorMsg>,
+        _: (),
+    ) -> Result<Outliers, ActorProcessingErr> {
+        Ok(Outliers::new(self.policy))
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SelectorMsg>,
+        msg: SelectorMsg,
+        outliers: &mut Outliers,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SelectorMsg::Refresh => {
+                self.selector.rebuild(false);
+                let table = self.selector.table();
+                outliers.retain(|id| table.find(id).is_some());
+            }
+            SelectorMsg::Mark(mark) => self.eject(&myself, outliers, mark),
+            SelectorMsg::ProbeDue { id, until } => self.probe_due(&myself, outliers, id, until),
+            SelectorMsg::Report(reply) => {
+                let _ = reply.send(self.report(outliers));
+            }
+        }
+        Ok(())
+    }
+}
