@@ -164,6 +164,7 @@ mod tests {
     enum Ask {
         Count(oneshot::Sender<u32>),
         Panic,
+        Block(oneshot::Receiver<()>),
     }
     impl Behavior for Flaky {
         type Msg = Ask;
@@ -174,14 +175,21 @@ mod tests {
                     let _ = reply.send(self.0);
                 }
                 Ask::Panic => panic!("asked to fail"),
+                Ask::Block(until) => {
+                    let _ = until.await;
+                }
             }
         }
     }
 
     async fn start(policy: RestartPolicy) -> Supervised<Flaky> {
+        start_n(policy, 1).await
+    }
+
+    async fn start_n(policy: RestartPolicy, instances: usize) -> Supervised<Flaky> {
         supervise(ServiceSpec {
             name: "flaky".into(),
-            instances: 1,
+            instances,
             factory: Arc::new(|| Flaky(0)),
             policy,
         })
@@ -240,5 +248,23 @@ mod tests {
             .unwrap();
         assert_eq!(s.instances.live(), 0);
         assert_eq!(count(&s).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_busy_instance_gets_no_messages_while_another_is_idle() {
+        let s = start_n(RestartPolicy::default(), 2).await;
+        let (release, blocked) = oneshot::channel();
+        assert!(s.instances.send(Ask::Block(blocked)).is_ok());
+        let mut depths = s.instances.depths();
+        depths.sort();
+        assert_eq!(depths, vec![Some(0), Some(1)]);
+        // Round-robin would send every other message behind the blocked one, where it would
+        // wait; least-loaded sends all of them to the idle instance.
+        for expected in 1..=50 {
+            let counted = tokio::time::timeout(Duration::from_secs(10), count(&s)).await;
+            assert_eq!(counted, Ok(Some(expected)), "message {expected}");
+        }
+        release.send(()).unwrap();
+        s.supervisor.stop_and_wait(None, None).await.unwrap();
     }
 }

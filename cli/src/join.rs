@@ -5,7 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use colony::{ClusterCa, Node, ServiceInstance};
+use colony::introspect::{SelectorQuery, SelectorView, NODE_SERVICE};
+use colony::{ClusterCa, Node, Role, ServiceInstance};
 
 /// Quiet period after which the membership view is taken as complete: chitchat declares a peer
 /// live after its second heartbeat, so members trickle in over a few gossip rounds.
@@ -117,4 +118,38 @@ pub(crate) async fn instances_of(
         .wait_until(wait, |r| !r.instances(service).is_empty())
         .await;
     node.registry().instances(service)
+}
+
+/// How every serving node's selector sees the instances of `service`: asked of each member's
+/// `colony.node` service in parallel; nodes that have not called the service, or do not answer
+/// within a second, are left out.
+pub(crate) async fn selector_views(node: &Node, service: &str) -> Vec<SelectorView> {
+    let asks: Vec<_> = node
+        .members()
+        .into_iter()
+        .filter(|m| m.role == Role::Server && !m.leaving)
+        .map(|member| {
+            let client = node.client();
+            let query = SelectorQuery {
+                service: service.to_string(),
+            };
+            tokio::spawn(async move {
+                client
+                    .request(NODE_SERVICE, query)
+                    .at(member.addr)
+                    .timeout(Duration::from_secs(1))
+                    .await
+            })
+        })
+        .collect();
+    let mut views = Vec::new();
+    for ask in asks {
+        if let Ok(Ok(view)) = ask.await {
+            if !view.instances.is_empty() {
+                views.push(view);
+            }
+        }
+    }
+    views.sort_by(|a, b| a.node.cmp(&b.node));
+    views
 }

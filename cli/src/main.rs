@@ -53,7 +53,8 @@ enum Command {
     Members,
     /// List the services offered in the cluster.
     Services,
-    /// Show every instance of a service.
+    /// Show every instance of a service, and how each calling node's selector sees them
+    /// (calls in flight, latency, failures, ejections).
     Describe {
         /// Service name.
         service: String,
@@ -137,10 +138,18 @@ async fn run(cli: Cli) -> Result<(), String> {
             if instances.is_empty() {
                 Err(format!("no instance of service {service} in the cluster"))
             } else {
+                let callers = join::selector_views(&node, service).await;
                 if cli.json {
-                    print_json(&instances)
+                    print_json(&serde_json::json!({
+                        "instances": instances,
+                        "callers": callers,
+                    }))
                 } else {
-                    table::instances(&instances)
+                    table::instances(&instances);
+                    if !callers.is_empty() {
+                        println!();
+                        table::selectors(&callers);
+                    }
                 }
                 Ok(())
             }

@@ -1,5 +1,6 @@
 //! Human-readable tables: columns padded to their widest cell.
 
+use colony::introspect::SelectorView;
 use colony::{Member, Role, ServiceInstance};
 
 fn print(header: &[&str], rows: Vec<Vec<String>>) {
@@ -91,6 +92,43 @@ pub(crate) fn instances(instances: &[ServiceInstance]) {
             "ACTORS",
             "ENDPOINTS",
             "METADATA",
+        ],
+        rows,
+    );
+}
+
+pub(crate) fn selectors(views: &[SelectorView]) {
+    let rows = views
+        .iter()
+        .flat_map(|view| {
+            view.instances.iter().map(|i| {
+                vec![
+                    view.node.clone(),
+                    i.id.clone(),
+                    i.health.clone(),
+                    i.outstanding.to_string(),
+                    i.latency_us.map_or("-".into(), |us| format!("{us}us")),
+                    i.consecutive_failures.to_string(),
+                    i.ejected_for_ms.map_or("-".into(), |ms| format!("{ms}ms")),
+                    i.ejections.to_string(),
+                    i.calls.to_string(),
+                    i.failures.to_string(),
+                ]
+            })
+        })
+        .collect();
+    print(
+        &[
+            "CALLER",
+            "INSTANCE",
+            "HEALTH",
+            "IN FLIGHT",
+            "LATENCY",
+            "FAILS IN A ROW",
+            "EJECTED FOR",
+            "EJECTIONS",
+            "CALLS",
+            "FAILED",
         ],
         rows,
     );

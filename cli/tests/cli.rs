@@ -149,9 +149,34 @@ async fn services_members_describe_and_call_against_a_running_cluster() {
         .expect("the CLI joins as a member");
     assert_eq!(cli["role"], "client");
 
+    // Node a calls greeter (on b) by name: its selector then has a view to show.
+    for _ in 0..5 {
+        let hello = Hello {
+            name: "Ann".into(),
+        };
+        a.client().call("greeter", hello).await.unwrap();
+    }
     let out = colony(&["--seed", &seed, "describe", "greeter"], &dir.0).await;
     assert!(out.status.success(), "describe failed: {}", stderr(&out));
-    assert!(stdout(&out).contains("Greeter.Hello"), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(text.contains("Greeter.Hello"), "{text}");
+    let caller_row = text
+        .lines()
+        .find(|l| l.starts_with("a ") && l.contains("greeter@b"))
+        .unwrap_or_else(|| panic!("no row for caller a: {text}"));
+    assert!(caller_row.contains("healthy"), "{caller_row}");
+
+    let out = colony(&["--seed", &seed, "describe", "greeter", "--json"], &dir.0).await;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("describe --json");
+    assert_eq!(json["instances"][0]["id"], "greeter@b");
+    let callers = json["callers"].as_array().expect("callers");
+    assert_eq!(callers.len(), 1, "only a has called greeter: {callers:?}");
+    assert_eq!(callers[0]["node"], "a");
+    let row = &callers[0]["instances"][0];
+    assert_eq!(row["id"], "greeter@b");
+    assert_eq!(row["calls"], 5);
+    assert_eq!(row["failures"], 0);
+    assert_eq!(row["health"], "healthy");
 
     let out = colony(
         &[
