@@ -151,9 +151,7 @@ async fn services_members_describe_and_call_against_a_running_cluster() {
 
     // Node a calls greeter (on b) by name: its selector then has a view to show.
     for _ in 0..5 {
-        let hello = Hello {
-            name: "Ann".into(),
-        };
+        let hello = Hello { name: "Ann".into() };
         a.client().call("greeter", hello).await.unwrap();
     }
     let out = colony(&["--seed", &seed, "describe", "greeter"], &dir.0).await;

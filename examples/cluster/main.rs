@@ -7,20 +7,25 @@
 //! ```
 //!
 //! The demo starts this same binary three times as `node` children (a greeter service on each),
-//! joins the cluster itself as a client-only member, calls `greeter` by name (the calls spread
-//! over the nodes), kills one node with SIGKILL and times how long until it is out of the view,
-//! restarts it and watches it rejoin. Trust is the per-user CA in `~/.colony` / `$COLONY_HOME`.
+//! joins the cluster itself as a client-only member, calls `greeter` by name (the selector
+//! spreads the calls over the nodes), then kills one node with SIGKILL *while 16 callers keep
+//! calling*: idempotent calls that hit the dead node are retried on a live one, so no call fails.
+//! It shows how long until the node is out of the view and what the client's selector saw,
+//! restarts the node and watches it rejoin. Trust is the per-user CA in `~/.colony` /
+//! `$COLONY_HOME`.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use colony::prelude::*;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Hello {
     name: String,
 }
@@ -156,6 +161,81 @@ impl Drop for NodeProcess {
     }
 }
 
+/// Callers looping on `greeter` until stopped, counting answers, failures and the slowest call.
+struct Load {
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<(u64, Duration)>>,
+}
+
+impl Load {
+    fn start(node: &Node, callers: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicU64::new(0));
+        let tasks = (0..callers)
+            .map(|c| {
+                let client = node.client();
+                let (stop, done) = (stop.clone(), done.clone());
+                tokio::spawn(async move {
+                    let (mut failed, mut slowest) = (0, Duration::ZERO);
+                    // Bounded: a demo never loops forever.
+                    for i in 0..1_000_000u64 {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let hello = Hello {
+                            name: format!("caller-{c}-{i}"),
+                        };
+                        let t = Instant::now();
+                        let outcome = client
+                            .request("greeter", hello)
+                            .idempotent()
+                            .retries(3)
+                            .timeout(Duration::from_secs(5))
+                            .await;
+                        slowest = slowest.max(t.elapsed());
+                        match outcome {
+                            Ok(_) => {
+                                done.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => {
+                                failed += 1;
+                                eprintln!("  call failed: {e}");
+                            }
+                        }
+                    }
+                    (failed, slowest)
+                })
+            })
+            .collect();
+        Self { stop, done, tasks }
+    }
+
+    fn done(&self) -> u64 {
+        self.done.load(Ordering::Relaxed)
+    }
+
+    async fn wait_for(&self, calls: u64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.done() < calls && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn stop(self) -> (u64, u64, Duration) {
+        self.stop.store(true, Ordering::Relaxed);
+        let (mut failed, mut slowest) = (0, Duration::ZERO);
+        let done = self.done();
+        for task in self.tasks {
+            if let Ok((f, s)) = task.await {
+                failed += f;
+                slowest = slowest.max(s);
+            }
+        }
+        (done.max(self.done.load(Ordering::Relaxed)), failed, slowest)
+    }
+}
+
 async fn demo() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let first = NodeProcess::start("node-1", "127.0.0.1:0", None)?;
     let seed = first.addr;
@@ -204,8 +284,15 @@ async fn demo() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         println!("  {} (answered by {})", reply.greeting, reply.node);
     }
 
+    println!("\n16 callers call greeter by name (idempotent, up to 3 retries)...");
+    let load = Load::start(&me, 16);
+    load.wait_for(2_000).await;
     let victim = nodes.pop().expect("three nodes");
-    println!("\nkill -9 {} (pid {})", victim.name, victim.child.id());
+    println!(
+        "kill -9 {} (pid {}) under load",
+        victim.name,
+        victim.child.id()
+    );
     let killed = Instant::now();
     drop(victim);
     registry
@@ -214,17 +301,24 @@ async fn demo() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         })
         .await;
     println!("node-3 out of the view after {:?}", killed.elapsed());
-    for i in 0..3 {
-        let reply = me
-            .client()
-            .call(
-                "greeter",
-                Hello {
-                    name: format!("after-kill-{i}"),
-                },
-            )
-            .await?;
-        println!("  {} (answered by {})", reply.greeting, reply.node);
+    let done_at_kill = load.done();
+    load.wait_for(done_at_kill + 2_000).await;
+    let (done, failed, slowest) = load.stop().await;
+    println!(
+        "calls: {done} answered, {failed} failed; slowest call {slowest:?} (the dead node cost \
+         one short attempt, then a retry elsewhere)"
+    );
+    println!("\nthe client's selector for greeter:");
+    for i in me.client().instance_report("greeter").await {
+        println!(
+            "  {:<16} {:<8} calls={:<6} failed={:<4} latency={:>6}us ejections={}",
+            i.id,
+            i.health,
+            i.calls,
+            i.failures,
+            i.latency_us.unwrap_or(0),
+            i.ejections
+        );
     }
 
     println!("\nrestarting node-3");
