@@ -2,24 +2,32 @@
 //!
 //! ```text
 //! colony-test-node --ca-dir DIR [--name NAME] [--listen ADDR] [--seed ADDR]... [--service NAME]...
+//!                  [--unavailable]
 //! ```
 //!
 //! Starts a node on `127.0.0.1:0` trusting the CA in `DIR/ca.pem` (joining the cluster through
 //! the seeds), runs the fixture service as `fixture` (2 instances) and under every `--service`
 //! name, and the `inspect` service that reports this node's registry view; prints `LISTENING <addr>` on stdout, and serves until its stdin closes
 //! (then shuts down gracefully and exits 0) or it is killed.
+//!
+//! With `--unavailable`, `fixture` and the `--service` names advertise the fixture's endpoints
+//! but their handlers answer every call with `Unavailable` (origin `Handler`): an instance that
+//! is up, reachable and useless, for outlier ejection tests.
 
 use std::io::Write;
 use std::path::PathBuf;
 
-use colony::Node;
-use colony_tests::{init_tracing, start_fixture, Inspect, Inspector, FIXTURE, INSPECT};
+use colony::{Context, Error, Handler, Node};
+use colony_tests::{
+    init_tracing, start_fixture, Blob, Count, Echo, Fail, Hold, HoldBig, Inspect, Inspector, Panic,
+    Sleep, FIXTURE, INSPECT,
+};
 use tokio::io::AsyncReadExt;
 
 fn usage() -> ! {
     eprintln!(
         "usage: colony-test-node --ca-dir DIR [--name NAME] [--listen ADDR] [--seed ADDR]... \
-         [--service NAME]..."
+         [--service NAME]... [--unavailable]"
     );
     std::process::exit(2);
 }
@@ -31,6 +39,7 @@ async fn main() {
     let mut seeds = Vec::new();
     let mut listen = "127.0.0.1:0".to_string();
     let mut services = Vec::new();
+    let mut unavailable = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -39,6 +48,7 @@ async fn main() {
             "--seed" => seeds.push(args.next().unwrap_or_else(|| usage())),
             "--listen" => listen = args.next().unwrap_or_else(|| usage()),
             "--service" => services.push(args.next().unwrap_or_else(|| usage())),
+            "--unavailable" => unavailable = true,
             _ => usage(),
         }
     }
@@ -60,9 +70,16 @@ async fn main() {
             eprintln!("colony-test-node: {e}");
             std::process::exit(1);
         });
-    let _fixture = start_fixture(&node, FIXTURE, 2).await;
-    for service in &services {
-        start_fixture(&node, service, 1).await;
+    if unavailable {
+        start_refuser(&node, FIXTURE, 2).await;
+        for service in &services {
+            start_refuser(&node, service, 1).await;
+        }
+    } else {
+        start_fixture(&node, FIXTURE, 2).await;
+        for service in &services {
+            start_fixture(&node, service, 1).await;
+        }
     }
     let inspector = Inspector {
         node: name,
@@ -90,4 +107,47 @@ async fn main() {
         }
     }
     node.shutdown().await;
+}
+
+/// Answers every fixture message with `Unavailable` (`--unavailable`).
+#[derive(Clone)]
+struct Refuser {
+    node: String,
+}
+
+macro_rules! refuse {
+    ($($message:ty),*) => {$(
+        impl Handler<$message> for Refuser {
+            async fn handle(
+                &mut self,
+                _req: $message,
+                _ctx: &Context,
+            ) -> Result<<$message as colony::Message>::Reply, Error> {
+                Err(Error::unavailable(format!("{} refuses every call", self.node)))
+            }
+        }
+    )*};
+}
+
+refuse!(Echo, Fail, Sleep, Hold, HoldBig, Panic, Count, Blob);
+
+/// Runs a service under `name` with the fixture's endpoints, all answered by [`Refuser`].
+async fn start_refuser(node: &Node, name: &str, instances: usize) {
+    let refuser = Refuser {
+        node: node.name().to_string(),
+    };
+    node.service(name)
+        .version("1.0.0")
+        .instances(instances)
+        .handler::<Echo>()
+        .handler::<Fail>()
+        .handler::<Sleep>()
+        .handler::<Hold>()
+        .handler::<HoldBig>()
+        .handler::<Panic>()
+        .handler::<Count>()
+        .handler::<Blob>()
+        .spawn(move || refuser.clone())
+        .await
+        .expect("refusing service starts");
 }

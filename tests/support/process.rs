@@ -65,7 +65,8 @@ impl ChildNode {
         Self::spawn_with(exe, ca_dir, name, &[])
     }
 
-    /// [`spawn`](Self::spawn) with extra arguments (`--seed ADDR`, `--service NAME`).
+    /// [`spawn`](Self::spawn) with extra arguments (`--seed ADDR`, `--service NAME`,
+    /// `--unavailable`...).
     pub fn spawn_with(exe: &Path, ca_dir: &Path, name: &str, extra: &[String]) -> Self {
         let child = Command::new(exe)
             .arg("--ca-dir")
@@ -128,6 +129,13 @@ impl ChildNode {
     /// The child's process id.
     pub fn id(&self) -> u32 {
         self.child.id()
+    }
+
+    /// `kill -9`: SIGKILL (no goodbye, no CONNECTION_CLOSE: only silence), then reaps it. The
+    /// guard's drop does the same; this keeps the guard for later use of [`addr`](Self::addr).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Closes the child's stdin, which asks it to shut down.
