@@ -49,8 +49,9 @@ impl RetryBudget {
     }
 
     fn epoch(&self, now: Instant) -> u64 {
-        let half = (self.policy.window / 2).max(Duration::from_millis(1));
-        (now.saturating_duration_since(self.origin).as_nanos() / half.as_nanos()) as u64 + 1
+        // Milliseconds in u64: a u128 division would cost more than the rest of a deposit.
+        let half = (self.policy.window.as_millis() as u64 / 2).max(1);
+        now.saturating_duration_since(self.origin).as_millis() as u64 / half + 1
     }
 
     /// The slot of `epoch`, cleared if it last held an older epoch. Racing rotations may lose

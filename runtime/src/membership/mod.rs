@@ -6,6 +6,7 @@ mod registry;
 mod view;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -126,10 +127,17 @@ impl Membership {
         let chitchat = handle.chitchat();
         let mut live = chitchat.lock().await.live_nodes_watcher();
         let (view_tx, view_rx) = watch::channel(Arc::new(ClusterView::default()));
+        let generation = Arc::new(AtomicU64::new(0));
+        let published = generation.clone();
         let endpoint = endpoint.clone();
         let view_task = tokio::spawn(async move {
             loop {
-                let view = Arc::new(ClusterView::from_live_nodes(&live.borrow_and_update()));
+                let mut view = ClusterView::from_live_nodes(&live.borrow_and_update());
+                // The number goes up before the view is sent: whoever can see the new view also
+                // sees that any table built from an older one is stale.
+                view.generation = published.load(Ordering::Relaxed) + 1;
+                published.store(view.generation, Ordering::Release);
+                let view = Arc::new(view);
                 let before = view_tx.send_replace(view.clone());
                 // A dead peer's connection would hold calls until its idle timeout: close it.
                 for gone in view.departed_since(&before) {
@@ -144,7 +152,7 @@ impl Membership {
             advertise,
             handle: tokio::sync::Mutex::new(Some(handle)),
             chitchat,
-            registry: Registry::new(view_rx),
+            registry: Registry::new(view_rx, generation),
             counters,
             gossip_interval: config.gossip_interval,
             view_task,

@@ -1,6 +1,7 @@
 //! The registry view go-micro's `Registry` gave, answered from gossip: list, get and watch.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,8 @@ use super::view::{diff, ClusterView, Member, RegistryEvent, ServiceInstance, Sha
 #[derive(Clone)]
 pub struct Registry {
     view: watch::Receiver<SharedView>,
+    /// The generation of the newest view, published before the view itself.
+    generation: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -28,8 +31,8 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    pub(crate) fn new(view: watch::Receiver<SharedView>) -> Self {
-        Self { view }
+    pub(crate) fn new(view: watch::Receiver<SharedView>, generation: Arc<AtomicU64>) -> Self {
+        Self { view, generation }
     }
 
     /// Names of all services offered somewhere in the cluster, sorted.
@@ -60,9 +63,9 @@ impl Registry {
         self.view.borrow().clone()
     }
 
-    /// Whether `view` is still the current one.
-    pub(crate) fn is_current(&self, view: &SharedView) -> bool {
-        Arc::ptr_eq(&self.view.borrow(), view)
+    /// Whether `view` is still the newest one: one atomic load, for the call path.
+    pub(crate) fn is_current(&self, view: &ClusterView) -> bool {
+        view.generation == self.generation.load(Ordering::Acquire)
     }
 
     /// A receiver that wakes on every change of the view.

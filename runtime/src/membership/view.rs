@@ -85,6 +85,8 @@ pub struct ServiceInstance {
 /// An immutable picture of the cluster; a new one replaces it on every change.
 #[derive(Debug, Default)]
 pub(crate) struct ClusterView {
+    /// Grows with every view a node builds (0: the empty view before the first).
+    pub(crate) generation: u64,
     pub(crate) members: Vec<Member>,
     /// By instance id.
     pub(crate) instances: BTreeMap<String, ServiceInstance>,
