@@ -79,10 +79,14 @@ impl SelectorActor {
                         tracing::warn!(service = %selector.service, instance = %id, run, ejections, ?period, "instance ejected after consecutive failures");
                         myself.send_after(period, move || SelectorMsg::ProbeDue { id, until });
                     }
-                    Verdict::SpareLast => {
+                    // Logged at the threshold, then at doubling runs: a failing last instance
+                    // must not flood the log.
+                    Verdict::SpareLast
+                        if run == self.policy.consecutive_failures || run.is_power_of_two() =>
+                    {
                         tracing::warn!(service = %selector.service, instance = %id, run, "instance keeps failing but is the last one available: not ejected");
                     }
-                    Verdict::Keep | Verdict::Restore => {}
+                    Verdict::SpareLast | Verdict::Keep | Verdict::Restore => {}
                 }
             }
             Mark::Recovered { id } => {
