@@ -19,8 +19,8 @@ use std::path::PathBuf;
 
 use colony::{Context, Error, Handler, Node};
 use colony_tests::{
-    init_tracing, start_fixture, Blob, Count, Echo, Fail, Hold, HoldBig, Inspect, Inspector, Panic,
-    Sleep, FIXTURE, INSPECT,
+    fixture_endpoints, init_tracing, start_fixture, Blob, Count, Echo, Fail, Hold, HoldBig,
+    Inspect, Inspector, Panic, Sleep, FIXTURE, INSPECT,
 };
 use tokio::io::AsyncReadExt;
 
@@ -136,17 +136,7 @@ async fn start_refuser(node: &Node, name: &str, instances: usize) {
     let refuser = Refuser {
         node: node.name().to_string(),
     };
-    node.service(name)
-        .version("1.0.0")
-        .instances(instances)
-        .handler::<Echo>()
-        .handler::<Fail>()
-        .handler::<Sleep>()
-        .handler::<Hold>()
-        .handler::<HoldBig>()
-        .handler::<Panic>()
-        .handler::<Count>()
-        .handler::<Blob>()
+    fixture_endpoints(node.service(name).version("1.0.0").instances(instances))
         .spawn(move || refuser.clone())
         .await
         .expect("refusing service starts");

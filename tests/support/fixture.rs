@@ -4,8 +4,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use colony::ServiceRef;
 use colony::{Code, Context, Error, Handler, Message, Node};
+use colony::{ServiceBuilder, ServiceRef};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
@@ -303,15 +303,19 @@ pub struct FixtureService {
     pub stats: Arc<Stats>,
 }
 
-/// Runs the fixture service as `name` on `node` with `instances` instances, answering every
-/// fixture message except [`Unanswered`].
-pub async fn start_fixture(node: &Node, name: &str, instances: usize) -> FixtureService {
-    let stats = Arc::new(Stats::default());
-    let shared = stats.clone();
-    let service = node
-        .service(name)
-        .version("1.0.0")
-        .instances(instances)
+/// Every fixture endpoint except [`Unanswered`], answered by `S`.
+pub fn fixture_endpoints<S>(builder: ServiceBuilder<S>) -> ServiceBuilder<S>
+where
+    S: Handler<Echo>
+        + Handler<Fail>
+        + Handler<Sleep>
+        + Handler<Hold>
+        + Handler<HoldBig>
+        + Handler<Panic>
+        + Handler<Count>
+        + Handler<Blob>,
+{
+    builder
         .handler::<Echo>()
         .handler::<Fail>()
         .handler::<Sleep>()
@@ -320,6 +324,14 @@ pub async fn start_fixture(node: &Node, name: &str, instances: usize) -> Fixture
         .handler::<Panic>()
         .handler::<Count>()
         .handler::<Blob>()
+}
+
+/// Runs the fixture service as `name` on `node` with `instances` instances, answering every
+/// fixture message except [`Unanswered`].
+pub async fn start_fixture(node: &Node, name: &str, instances: usize) -> FixtureService {
+    let stats = Arc::new(Stats::default());
+    let shared = stats.clone();
+    let service = fixture_endpoints(node.service(name).version("1.0.0").instances(instances))
         .spawn(move || Fixture {
             stats: shared.clone(),
             count: 0,
