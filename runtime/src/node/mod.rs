@@ -17,8 +17,9 @@ use tokio_util::task::TaskTracker;
 use crate::call::selector::{Selectors, Sources};
 use crate::call::{CallDefaults, Caller, Client};
 use crate::layer::Layers;
+use crate::layer::ServeLayer;
 use crate::membership::{GossipInbox, GossipStats, Member, Membership, Registry};
-use crate::service::{stop_service, LocalServices, ServiceBuilder, RESERVED_PREFIX};
+use crate::service::{stop_service, Host, LocalServices, ServiceBuilder, RESERVED_PREFIX};
 
 /// Starting a node failed.
 #[derive(Debug)]
@@ -129,6 +130,27 @@ impl Shared {
     /// The default deadline of a call that does not say.
     pub(crate) fn call_timeout(&self) -> Duration {
         self.caller.defaults.timeout
+    }
+}
+
+impl Host for Shared {
+    fn node_name(&self) -> &str {
+        &self.name
+    }
+    fn services(&self) -> &LocalServices {
+        &self.services
+    }
+    fn membership(&self) -> &Membership {
+        &self.membership
+    }
+    fn is_closing(&self) -> bool {
+        Shared::is_closing(self)
+    }
+    fn serve_layers(&self) -> Arc<[Arc<dyn ServeLayer>]> {
+        self.caller.layers.serve.clone()
+    }
+    fn local_changed(&self, service: &str) {
+        self.caller.selectors.local_changed(service);
     }
 }
 

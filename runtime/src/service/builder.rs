@@ -8,11 +8,11 @@ use colony_actors::{supervise, RestartPolicy, ServiceSpec};
 use super::endpoints::Endpoints;
 use super::instance::ServiceState;
 use super::local::{LocalService, RunningService};
+use super::Host;
 use super::ServiceRef;
 use crate::error::{Code, Error};
 use crate::membership::ServiceAd;
 use crate::message::{Handler, Message};
-use crate::node::Shared;
 
 /// Declares a service: its version, instance count, restart policy and endpoints.
 ///
@@ -20,7 +20,7 @@ use crate::node::Shared;
 /// `node.service::<Greeter>("greeter")` when the builder is split across statements.
 #[must_use = "a service starts only when spawned"]
 pub struct ServiceBuilder<S> {
-    shared: Arc<Shared>,
+    host: Arc<dyn Host>,
     name: String,
     version: String,
     instances: usize,
@@ -35,9 +35,9 @@ pub struct ServiceBuilder<S> {
 pub(crate) const RESERVED_PREFIX: &str = "colony.";
 
 impl<S: Send + 'static> ServiceBuilder<S> {
-    pub(crate) fn new(shared: Arc<Shared>, name: String) -> Self {
+    pub(crate) fn new(host: Arc<dyn Host>, name: String) -> Self {
         Self {
-            shared,
+            host,
             name,
             version: "0.0.0".into(),
             instances: 1,
@@ -108,7 +108,7 @@ impl<S: Send + 'static> ServiceBuilder<S> {
                 self.name
             ));
         }
-        if self.shared.is_closing() {
+        if self.host.is_closing() {
             return Err(Error::client(Code::Unavailable, "node is shutting down"));
         }
         let name: Arc<str> = self.name.into();
@@ -140,41 +140,41 @@ impl<S: Send + 'static> ServiceBuilder<S> {
             name: name.clone(),
             version: self.version,
             metadata: self.metadata,
-            layers: self.shared.caller.layers.serve.clone(),
+            layers: self.host.serve_layers(),
             endpoints: Arc::new(self.endpoints),
             instances: supervised.instances,
             supervisor: supervised.supervisor.clone(),
         });
-        if let Err(e) = self.shared.services.insert(name.clone(), running.clone()) {
+        if let Err(e) = self.host.services().insert(name.clone(), running.clone()) {
             // Name taken: the instances just started go away again.
             supervised.supervisor.stop(None);
             return Err(e);
         }
-        self.shared.caller.selectors.local_changed(&name);
+        self.host.local_changed(&name);
         // Advertised only once callable, so no peer routes here before the service can answer.
         if self.advertise {
-            self.shared.membership.publish(&name, &ad).await;
+            self.host.membership().publish(&name, &ad).await;
         }
         // A supervisor that gives up (restart budget spent) takes the service off this node and
         // out of the cluster, so callers go to healthy instances elsewhere.
-        let shared = Arc::downgrade(&self.shared);
+        let host = Arc::downgrade(&self.host);
         let supervisor = supervised.supervisor.clone();
         let service = name.clone();
         tokio::spawn(async move {
             let _ = supervisor.wait(None).await;
-            let Some(shared) = shared.upgrade() else {
+            let Some(shared) = host.upgrade() else {
                 return;
             };
-            if shared.services.remove_if_same(&service, &running) {
-                shared.caller.selectors.local_changed(&service);
-                tracing::error!(node = %shared.name, %service, "service stopped by its supervisor; withdrawn");
-                shared.membership.withdraw(&service).await;
+            if shared.services().remove_if_same(&service, &running) {
+                shared.local_changed(&service);
+                tracing::error!(node = %shared.node_name(), %service, "service stopped by its supervisor; withdrawn");
+                shared.membership().withdraw(&service).await;
             }
         });
-        tracing::info!(node = %self.shared.name, service = %name, instances = self.instances, "service started");
+        tracing::info!(node = %self.host.node_name(), service = %name, instances = self.instances, "service started");
         Ok(ServiceRef {
             name,
-            shared: Arc::downgrade(&self.shared),
+            host: Arc::downgrade(&self.host),
         })
     }
 }

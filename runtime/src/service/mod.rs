@@ -2,6 +2,7 @@
 
 mod builder;
 mod endpoints;
+mod host;
 mod instance;
 mod layered;
 mod local;
@@ -16,7 +17,7 @@ pub(crate) use local::{
     await_reply, call_encoded, deliver, downcast_reply, LocalService, LocalServices, Pending,
 };
 
-use crate::node::Shared;
+pub(crate) use host::Host;
 
 /// How long stopping a service waits for its instances to finish the message at hand.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -25,14 +26,14 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct ServiceRef {
     name: Arc<str>,
-    shared: Weak<Shared>,
+    host: Weak<dyn Host>,
 }
 
 impl ServiceRef {
     fn running(&self) -> Option<Arc<dyn LocalService>> {
-        self.shared
+        self.host
             .upgrade()?
-            .services
+            .services()
             .get(&self.name)
             .map(|(_, s)| s)
     }
@@ -64,13 +65,13 @@ impl ServiceRef {
 
     /// Stops the service: it stops taking calls, and its instances finish their current message.
     pub async fn stop(&self) {
-        let Some(shared) = self.shared.upgrade() else {
+        let Some(shared) = self.host.upgrade() else {
             return;
         };
         // Withdrawn from the cluster first, so peers stop routing here before calls fail.
-        shared.membership.withdraw(&self.name).await;
-        if let Some(service) = shared.services.remove(&self.name) {
-            shared.caller.selectors.local_changed(&self.name);
+        shared.membership().withdraw(&self.name).await;
+        if let Some(service) = shared.services().remove(&self.name) {
+            shared.local_changed(&self.name);
             stop_service(service.as_ref()).await;
         }
     }

@@ -1,0 +1,24 @@
+//! What a service needs of the node it runs on, and nothing more.
+//!
+//! The node implements this; the service module never names the node, so the dependency goes
+//! one way (node -> service).
+
+use std::sync::Arc;
+
+use super::LocalServices;
+use crate::layer::ServeLayer;
+use crate::membership::Membership;
+
+pub(crate) trait Host: Send + Sync + 'static {
+    fn node_name(&self) -> &str;
+    /// The services running on the node, by name.
+    fn services(&self) -> &LocalServices;
+    /// Where services are advertised and withdrawn.
+    fn membership(&self) -> &Membership;
+    /// True once the node is shutting down: no new service starts.
+    fn is_closing(&self) -> bool;
+    /// The node's serve layers, run before every delivery.
+    fn serve_layers(&self) -> Arc<[Arc<dyn ServeLayer>]>;
+    /// A service started or stopped here: the node's callers must see it before their next call.
+    fn local_changed(&self, service: &str);
+}
