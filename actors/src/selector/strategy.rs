@@ -86,9 +86,10 @@ pub fn pick<C: Candidate>(
         (0, _) => None,
         (1, _) => usable(0, &candidates[0]).then_some(0),
         (_, Strategy::RoundRobin) => {
-            let start = round_robin.fetch_add(1, Relaxed);
+            // A skipped turn takes a fresh number, so an ejected instance's turns are spread
+            // over the others instead of all going to the instance after it.
             (0..n)
-                .map(|k| (start + k) % n)
+                .map(|_| round_robin.fetch_add(1, Relaxed) % n)
                 .find(|&i| usable(i, &candidates[i]))
         }
         (_, Strategy::LeastOutstanding) => {
@@ -121,8 +122,7 @@ pub fn pick<C: Candidate>(
             if usable(i, &candidates[i]) {
                 return Some(i);
             }
-            let ok = usable_indices(candidates, usable);
-            (!ok.is_empty()).then(|| ok[rng::below(ok.len())])
+            sample_two(candidates, usable).0
         }
         (_, Strategy::LocalFirst) => candidates
             .iter()
@@ -133,13 +133,36 @@ pub fn pick<C: Candidate>(
     }
 }
 
-fn usable_indices<C>(candidates: &[C], usable: impl Fn(usize, &C) -> bool) -> Vec<usize> {
-    candidates
-        .iter()
-        .enumerate()
-        .filter(|(i, c)| usable(*i, c))
-        .map(|(i, _)| i)
-        .collect()
+/// Two distinct instances drawn uniformly among the usable ones, in one pass and without
+/// allocating (reservoir sampling); fewer when fewer are usable.
+fn sample_two<C>(
+    candidates: &[C],
+    usable: impl Fn(usize, &C) -> bool,
+) -> (Option<usize>, Option<usize>) {
+    let mut picked = [None, None];
+    let mut seen = 0;
+    for (i, c) in candidates.iter().enumerate() {
+        if !usable(i, c) {
+            continue;
+        }
+        seen += 1;
+        if seen <= 2 {
+            picked[seen - 1] = Some(i);
+        } else {
+            let slot = rng::below(seen);
+            if slot < 2 {
+                picked[slot] = Some(i);
+            }
+        }
+    }
+    // The first slot alone must be uniform too (Random uses it): swap at random.
+    if rng::below(2) == 1 {
+        picked.swap(0, 1);
+        if picked[0].is_none() {
+            picked.swap(0, 1);
+        }
+    }
+    (picked[0], picked[1])
 }
 
 fn power_of_two<C: Candidate>(
@@ -154,21 +177,15 @@ fn power_of_two<C: Candidate>(
             a
         }
     };
-    // Common case, no allocation: two distinct random instances that may both take the call.
+    // Common case: two distinct random instances that may both take the call.
     let a = rng::below(n);
     let b = (a + 1 + rng::below(n - 1)) % n;
     if usable(a, &candidates[a]) && usable(b, &candidates[b]) {
         return Some(cheaper(a, b));
     }
-    let ok = usable_indices(candidates, usable);
-    match ok.len() {
-        0 => None,
-        1 => Some(ok[0]),
-        m => {
-            let x = rng::below(m);
-            let y = (x + 1 + rng::below(m - 1)) % m;
-            Some(cheaper(ok[x], ok[y]))
-        }
+    match sample_two(candidates, usable) {
+        (Some(a), Some(b)) => Some(cheaper(a, b)),
+        (one, _) => one,
     }
 }
 
@@ -237,6 +254,31 @@ mod tests {
             histogram(Strategy::RoundRobin, &instances(4), 400),
             vec![100; 4]
         );
+    }
+
+    #[test]
+    fn round_robin_spreads_an_ejected_instance_turns_evenly() {
+        let insts = instances(3);
+        insts[1].load.set_health(Health::Ejected);
+        assert_eq!(
+            histogram(Strategy::RoundRobin, &insts, 3_000),
+            vec![1_500, 0, 1_500]
+        );
+    }
+
+    #[test]
+    fn random_and_power_of_two_stay_uniform_around_an_ejected_instance() {
+        let insts = instances(5);
+        insts[2].load.set_health(Health::Ejected);
+        for i in &insts {
+            i.load.observe(Duration::from_micros(100));
+        }
+        for strategy in [Strategy::Random, Strategy::PowerOfTwoChoices] {
+            let seen = histogram(strategy, &insts, 40_000);
+            assert_eq!(seen[2], 0);
+            let others: Vec<usize> = [0, 1, 3, 4].iter().map(|&i| seen[i]).collect();
+            assert_uniform(&others, 40_000);
+        }
     }
 
     #[test]
