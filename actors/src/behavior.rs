@@ -1,6 +1,7 @@
 //! What an instance actor runs: one message at a time against its own state.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The state and logic of one service instance.
 ///
@@ -11,5 +12,20 @@ pub trait Behavior: Send + Sized + 'static {
     type Msg: ractor::Message;
 
     /// Handles one message. A panic here fails the instance; its supervisor decides what follows.
-    fn handle(&mut self, msg: Self::Msg) -> impl Future<Output = ()> + Send;
+    ///
+    /// Drop `done` once the work is finished and *before* answering whoever sent the message:
+    /// the instance then counts as free when that sender's next message is routed, instead of
+    /// looking busy until this call returns. It is dropped at the end of `handle` anyway.
+    fn handle(&mut self, msg: Self::Msg, done: Done<'_>) -> impl Future<Output = ()> + Send;
+}
+
+/// Marks the message at hand as handled when dropped (see [`Behavior::handle`]).
+#[derive(Debug)]
+#[must_use = "dropping it at once marks the message handled before the work is done"]
+pub struct Done<'a>(pub(crate) &'a AtomicU32);
+
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }

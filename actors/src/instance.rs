@@ -1,11 +1,10 @@
 //! The actor that hosts one service instance.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use crate::behavior::Behavior;
+use crate::behavior::{Behavior, Done};
 use crate::instances::Depth;
 
 /// Makes a fresh [`Behavior`] for every start and restart of an instance.
@@ -13,7 +12,7 @@ pub type Factory<B> = Arc<dyn Fn() -> B + Send + Sync>;
 
 pub(crate) struct InstanceActor<B: Behavior> {
     pub(crate) factory: Factory<B>,
-    /// Counted up by [`Instances::send`](crate::Instances::send), down here once handled.
+    /// Counted up by [`Instances::send`](crate::Instances::send), down by [`Done`].
     pub(crate) depth: Depth,
 }
 
@@ -36,8 +35,7 @@ impl<B: Behavior> Actor for InstanceActor<B> {
         msg: Self::Msg,
         state: &mut B,
     ) -> Result<(), ActorProcessingErr> {
-        state.handle(msg).await;
-        self.depth.fetch_sub(1, Ordering::Relaxed);
+        state.handle(msg, Done(&self.depth)).await;
         Ok(())
     }
 }

@@ -14,13 +14,14 @@
 //! ```
 //! # #[tokio::main] async fn main() {
 //! use std::sync::Arc;
-//! use colony_actors::{supervise, Behavior, RestartPolicy, ServiceSpec};
+//! use colony_actors::{supervise, Behavior, Done, RestartPolicy, ServiceSpec};
 //!
 //! struct Counter(u64);
 //! impl Behavior for Counter {
 //!     type Msg = tokio::sync::oneshot::Sender<u64>;
-//!     async fn handle(&mut self, reply: Self::Msg) {
+//!     async fn handle(&mut self, reply: Self::Msg, done: Done<'_>) {
 //!         self.0 += 1;
+//!         drop(done);
 //!         let _ = reply.send(self.0);
 //!     }
 //! }
@@ -45,7 +46,7 @@ mod restart;
 pub mod selector;
 mod supervisor;
 
-pub use behavior::Behavior;
+pub use behavior::{Behavior, Done};
 pub use instance::Factory;
 pub use instances::Instances;
 pub use restart::{RestartPolicy, RestartStrategy};

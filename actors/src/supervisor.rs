@@ -157,6 +157,7 @@ impl<B: Behavior> Actor for Supervisor<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Done;
     use tokio::sync::oneshot;
 
     /// Replies with how many messages this incarnation has seen; panics when asked to.
@@ -168,10 +169,12 @@ mod tests {
     }
     impl Behavior for Flaky {
         type Msg = Ask;
-        async fn handle(&mut self, msg: Ask) {
+        async fn handle(&mut self, msg: Ask, done: Done<'_>) {
             match msg {
                 Ask::Count(reply) => {
                     self.0 += 1;
+                    // Counted free before answering, as the runtime's instances do.
+                    drop(done);
                     let _ = reply.send(self.0);
                 }
                 Ask::Panic => panic!("asked to fail"),

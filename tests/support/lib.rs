@@ -21,6 +21,7 @@ mod fixture;
 mod nodes;
 mod process;
 mod raw;
+pub mod selection;
 
 pub use fixture::*;
 pub use nodes::*;

@@ -141,7 +141,17 @@ pub(crate) async fn run<P: Payload>(
     loop {
         let instance = choose(&selector, &plan, payload.endpoint(), &tried)?;
         let hedge_after = plan.hedge.then(|| hedge_delay(caller, &instance)).flatten();
-        let first = launch(caller, &selector, instance.clone(), &mut payload, &plan);
+        // The last attempt the call may make runs to the deadline: abandoning it for being
+        // slow could only turn a late answer into a failure.
+        let last = retries >= plan.retries;
+        let first = launch(
+            caller,
+            &selector,
+            instance.clone(),
+            &mut payload,
+            &plan,
+            last,
+        );
         let outcome = match hedge_after {
             None => first.await,
             Some(delay) => {
@@ -158,7 +168,8 @@ pub(crate) async fn run<P: Payload>(
                             Some(other) => {
                                 tracing::debug!(service = plan.service, first = %instance.id, hedge = %other.id, "hedging");
                                 tried.push(other.id.clone());
-                                let second = launch(caller, &selector, other, &mut payload, &plan);
+                                let second =
+                                    launch(caller, &selector, other, &mut payload, &plan, last);
                                 first_success(first, second).await
                             }
                             None => first.await,
@@ -276,12 +287,13 @@ fn launch<'a, P: Payload>(
     instance: Arc<Instance>,
     payload: &mut P,
     plan: &'a Plan<'a>,
+    last: bool,
 ) -> impl Future<Output = Result<P::Reply, Failure>> + 'a {
     let start = Instant::now();
     // An idempotent attempt that takes far longer than its instance usually does is abandoned
     // for another instance: a silently dead node must not hold the call until gossip notices.
-    let cutoff = plan
-        .idempotent
+    // Not the last attempt, which has no other instance to be abandoned for.
+    let cutoff = (plan.idempotent && !last)
         .then(|| {
             instance
                 .load

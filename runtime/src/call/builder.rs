@@ -203,15 +203,24 @@ impl<'c, M: Message> Call<'c, M> {
             let mut call = self;
             call.metadata = metadata;
             call.deadline = Some(deadline);
+            // The layers have decided the deadline, own timeout included.
+            call.timeout = None;
             call.run()
         })
         .await
     }
 
+    /// The call's deadline: an inherited one ([`within`](Self::within)), cut to the call's own
+    /// [`timeout`](Self::timeout) when that is shorter; else the timeout or the node's default.
     fn deadline(&self) -> Instant {
         let caller = &self.client.caller;
-        self.deadline
-            .unwrap_or_else(|| Instant::now() + self.timeout.unwrap_or(caller.defaults.timeout))
+        let own = self.timeout.map(|t| Instant::now() + t);
+        match (self.deadline, own) {
+            (Some(inherited), Some(own)) => inherited.min(own),
+            (Some(inherited), None) => inherited,
+            (None, Some(own)) => own,
+            (None, None) => Instant::now() + caller.defaults.timeout,
+        }
     }
 
     /// The call itself, after any layers.

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use colony_actors::Behavior;
+use colony_actors::{Behavior, Done};
 use tokio::sync::oneshot;
 
 use super::endpoints::{AnyBox, HandleFn};
@@ -23,7 +23,7 @@ pub(crate) struct ServiceState<S>(pub(crate) S);
 impl<S: Send + 'static> Behavior for ServiceState<S> {
     type Msg = Envelope<S>;
 
-    async fn handle(&mut self, envelope: Envelope<S>) {
+    async fn handle(&mut self, envelope: Envelope<S>, done: Done<'_>) {
         let Envelope {
             handle,
             request,
@@ -36,6 +36,7 @@ impl<S: Send + 'static> Behavior for ServiceState<S> {
             return;
         }
         if Instant::now() >= ctx.deadline {
+            drop(done);
             let _ = reply.send(Err(Error::server(
                 Code::Timeout,
                 format!("deadline passed before {} ran", ctx.endpoint),
@@ -45,6 +46,8 @@ impl<S: Send + 'static> Behavior for ServiceState<S> {
         // If the handler panics, `reply` is dropped while unwinding and the caller is told
         // Internal (see `Pending`); the supervisor replaces this instance.
         let result = handle(&mut self.0, request, &ctx).await;
+        // Free before the caller hears back: its next call may come here at once.
+        drop(done);
         // A handler that forwards an error from a call of its own is still the handler answering.
         let _ = reply.send(result.map_err(|e| e.with_origin(Origin::Handler)));
     }
