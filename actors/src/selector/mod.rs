@@ -12,7 +12,7 @@
 //!
 //! ```
 //! use std::sync::atomic::AtomicUsize;
-//! use std::time::Duration;
+//! use std::time::{Duration, Instant};
 //! use colony_actors::selector::{pick, stable_hash, Candidate, Load, Strategy};
 //!
 //! struct Instance { load: Load, id: u64 }
@@ -24,11 +24,12 @@
 //!
 //! let fast = Instance { load: Load::default(), id: stable_hash(b"a") };
 //! let slow = Instance { load: Load::default(), id: stable_hash(b"b") };
-//! fast.load.observe(Duration::from_micros(80));
-//! slow.load.observe(Duration::from_millis(40));
+//! let now = Instant::now();
+//! fast.load.observe(Duration::from_micros(80), now);
+//! slow.load.observe(Duration::from_millis(40), now);
 //! let table = [fast, slow];
 //! let rr = AtomicUsize::new(0);
-//! let i = pick(Strategy::PowerOfTwoChoices, None, &table, &rr, false, |_, _| true);
+//! let i = pick(Strategy::PowerOfTwoChoices, None, &table, &rr, false, now, |_, _| true);
 //! assert_eq!(i, Some(0));
 //! ```
 

@@ -135,11 +135,12 @@ pub(crate) async fn run<P: Payload>(
             format!("no instance of service {} in the cluster", plan.service),
         ));
     };
-    selector.budget.deposit(Instant::now());
+    let mut now = Instant::now();
+    selector.budget.deposit(now);
     let mut tried: Vec<Arc<str>> = Vec::new();
     let mut retries = 0;
     loop {
-        let instance = choose(&selector, &plan, payload.endpoint(), &tried)?;
+        let instance = choose(&selector, &plan, payload.endpoint(), &tried, now)?;
         let hedge_after = plan.hedge.then(|| hedge_delay(caller, &instance)).flatten();
         // The last attempt the call may make runs to the deadline: abandoning it for being
         // slow could only turn a late answer into a failure.
@@ -160,10 +161,11 @@ pub(crate) async fn run<P: Payload>(
                     outcome = &mut first => outcome,
                     _ = tokio::time::sleep(delay) => {
                         tried.push(instance.id.clone());
-                        let second = choose(&selector, &plan, payload.endpoint(), &tried)
+                        let now = Instant::now();
+                        let second = choose(&selector, &plan, payload.endpoint(), &tried, now)
                             .ok()
                             .filter(|other| other.id != instance.id)
-                            .filter(|_| selector.budget.try_withdraw(Instant::now()));
+                            .filter(|_| selector.budget.try_withdraw(now));
                         match second {
                             Some(other) => {
                                 tracing::debug!(service = plan.service, first = %instance.id, hedge = %other.id, "hedging");
@@ -183,7 +185,7 @@ pub(crate) async fn run<P: Payload>(
             Err(failure) => failure,
         };
         retries += 1;
-        let now = Instant::now();
+        now = Instant::now();
         let pause = backoff(caller, retries);
         if retries > plan.retries
             || !failure.may_retry(plan.idempotent, instance.has_endpoint(payload.endpoint()))
@@ -197,6 +199,7 @@ pub(crate) async fn run<P: Payload>(
             tried.push(instance.id.clone());
         }
         tokio::time::sleep(pause).await;
+        now = Instant::now();
     }
 }
 
@@ -241,6 +244,7 @@ fn choose(
     plan: &Plan<'_>,
     endpoint: &str,
     tried: &[Arc<str>],
+    now: Instant,
 ) -> Result<Arc<Instance>, Error> {
     let table = selector.table();
     let matches = |i: &Instance| plan.filter.is_empty() || plan.filter.admits(i);
@@ -252,6 +256,7 @@ fn choose(
             &table.instances,
             &selector.round_robin,
             probing,
+            now,
             |_, i| {
                 matches(i)
                     && (!advertised || i.has_endpoint(endpoint))
@@ -381,7 +386,8 @@ fn record<T>(
             });
         }
         _ => {
-            instance.load.observe(start.elapsed());
+            let now = Instant::now();
+            instance.load.observe(now - start, now);
             if instance.load.succeeded() {
                 selector.mark(Mark::Recovered {
                     id: instance.id.clone(),
