@@ -3,7 +3,8 @@
 //! The parent writes the certificates into a private directory, starts the child, and reads
 //! one line `listening <addr>` from its stdout. The child serves until its stdin closes, which
 //! happens when the parent stops it, drops it, panics, or dies from a signal; the parent also
-//! kills a child it drops, so no path leaves a server behind.
+//! kills a child it drops, so no path leaves a server behind. [`ChildServer::kill`] is the
+//! resilience scenario's `kill -9`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -44,14 +45,66 @@ impl ServerKind {
     }
 }
 
+/// How a child serves, beyond its kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ServeOptions {
+    /// Instances of colony's echo service (colony only).
+    pub(crate) instances: usize,
+    /// The node's name (colony only); nodes of one cluster need distinct names.
+    pub(crate) name: String,
+    /// A node to join (colony only); without it the child starts a cluster of its own.
+    pub(crate) seed: Option<SocketAddr>,
+    /// Answer every call with "unavailable": a broken instance, for the resilience scenario.
+    pub(crate) fail: bool,
+}
+
+/// The name of a colony server child unless told otherwise.
+pub(crate) const DEFAULT_NAME: &str = "bench-server";
+
+impl ServeOptions {
+    /// A lone server with `instances` instances of the echo service, answering every call.
+    pub(crate) fn instances(instances: usize) -> Self {
+        Self {
+            instances,
+            name: DEFAULT_NAME.into(),
+            seed: None,
+            fail: false,
+        }
+    }
+
+    /// The command line of `colony-bench serve` for `kind` with these options.
+    pub(crate) fn args(&self, kind: ServerKind, dir: &Path) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "serve".into(),
+            kind.arg().into(),
+            "--dir".into(),
+            dir.into(),
+        ];
+        if kind == ServerKind::Colony {
+            args.extend(["--instances".into(), self.instances.to_string().into()]);
+            args.extend(["--name".into(), self.name.clone().into()]);
+            if let Some(seed) = self.seed {
+                args.extend(["--seed".into(), seed.to_string().into()]);
+            }
+        }
+        if self.fail {
+            args.push("--fail".into());
+        }
+        args
+    }
+}
+
 /// A private scratch directory, removed when dropped.
 #[derive(Debug)]
 pub(crate) struct WorkDir(PathBuf);
 
 impl WorkDir {
-    /// Creates `$TMPDIR/colony-bench-<pid>` readable by this user only.
+    /// Creates `$TMPDIR/colony-bench-<pid>-<n>` readable by this user only (`n` counts the
+    /// directories this process made, so two environments never share one).
     pub(crate) fn create() -> std::io::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("colony-bench-{}", std::process::id()));
+        static MADE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("colony-bench-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let mut builder = std::fs::DirBuilder::new();
         #[cfg(unix)]
@@ -90,14 +143,10 @@ impl ChildServer {
     pub(crate) async fn start(
         kind: ServerKind,
         dir: &Path,
-        instances: usize,
+        options: &ServeOptions,
     ) -> Result<Self, BoxError> {
-        let mut command = Command::new(std::env::current_exe()?);
-        command.arg("serve").arg(kind.arg()).arg("--dir").arg(dir);
-        if kind == ServerKind::Colony {
-            command.arg("--instances").arg(instances.to_string());
-        }
-        let mut child = command
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(options.args(kind, dir))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -130,6 +179,13 @@ impl ChildServer {
         self.child.id()
     }
 
+    /// Kills the child with SIGKILL (`kill -9`: no goodbye, no flush) and reaps it.
+    pub(crate) async fn kill(mut self) {
+        if let Err(e) = self.child.kill().await {
+            eprintln!("could not kill server pid {:?}: {e}", self.child.id());
+        }
+    }
+
     /// Asks the child to stop (closes its stdin) and waits; kills it if it lingers.
     pub(crate) async fn stop(mut self) {
         drop(self.child.stdin.take());
@@ -143,23 +199,32 @@ impl ChildServer {
 }
 
 /// The child's side: serve `kind` until stdin closes.
-pub(crate) async fn serve(kind: ServerKind, dir: &Path, instances: usize) -> Result<(), BoxError> {
+pub(crate) async fn serve(
+    kind: ServerKind,
+    dir: &Path,
+    options: &ServeOptions,
+) -> Result<(), BoxError> {
     let mut node = None;
     let addr = match kind {
         ServerKind::Colony => {
             // `ca.pem` written by the parent: the same cluster CA as the calling node.
-            let started =
-                colony_side::start_server("bench-server", colony_side::Trust::Dir(dir), instances)
-                    .await?;
+            let member = colony_side::Member {
+                name: &options.name,
+                trust: colony_side::Trust::Dir(dir),
+                instances: options.instances,
+                seed: options.seed,
+                fail: options.fail,
+            };
+            let started = colony_side::start_member(member).await?;
             let addr = started.addr();
             node = Some(started);
             addr
         }
         ServerKind::TonicTls => {
             let pki = Pki::read(dir)?;
-            tonic_side::start_server(Some(&pki)).await?
+            tonic_side::start_server(Some(&pki), options.fail).await?
         }
-        ServerKind::TonicPlain => tonic_side::start_server(None).await?,
+        ServerKind::TonicPlain => tonic_side::start_server(None, options.fail).await?,
     };
     let mut stdout = tokio::io::stdout();
     stdout
@@ -188,6 +253,42 @@ mod tests {
         );
         assert_eq!(parse_ready("listening nowhere"), None);
         assert_eq!(parse_ready("127.0.0.1:4433"), None);
+    }
+
+    #[test]
+    fn serve_options_become_arguments() {
+        let dir = Path::new("/tmp/certs");
+        let lone = ServeOptions::instances(8);
+        assert_eq!(
+            lone.args(ServerKind::Colony, dir),
+            [
+                "serve",
+                "colony",
+                "--dir",
+                "/tmp/certs",
+                "--instances",
+                "8",
+                "--name",
+                DEFAULT_NAME
+            ]
+        );
+        let member = ServeOptions {
+            name: "echo-2".into(),
+            seed: Some("127.0.0.1:7000".parse().unwrap()),
+            fail: true,
+            ..lone.clone()
+        };
+        let args = member.args(ServerKind::Colony, dir);
+        assert_eq!(
+            args[6..],
+            ["--name", "echo-2", "--seed", "127.0.0.1:7000", "--fail"]
+        );
+        // tonic takes no colony options, but can be told to fail.
+        assert_eq!(
+            member.args(ServerKind::TonicTls, dir),
+            ["serve", "tonic-tls", "--dir", "/tmp/certs", "--fail"]
+        );
+        assert_eq!(lone.args(ServerKind::TonicPlain, dir).len(), 4);
     }
 
     #[test]

@@ -1,13 +1,16 @@
 //! `colony-bench`: colony measured side by side with its peers, in the same run.
 //!
 //! ```text
-//! cargo run --release -p colony-bench -- all        # every scenario (default ~3 min)
+//! cargo run --release -p colony-bench -- all        # every scenario (default ~6 min)
 //! cargo run --release -p colony-bench -- rpc        # unary RPC, 2 processes, vs tonic
 //! cargo run --release -p colony-bench -- sweep      # payload sweep, vs tonic+TLS
 //! cargo run --release -p colony-bench -- seq        # sequential round trip, vs raw quinn
 //! cargo run --release -p colony-bench -- local      # in-process call, vs raw ractor
 //! cargo run --release -p colony-bench -- gossip     # membership convergence and traffic
+//! cargo run --release -p colony-bench -- pick       # selector pick cost, ns per pick
+//! cargo run --release -p colony-bench -- resilience # 3 servers, one failing or killed, vs tonic
 //!   options: --duration 3s --warmup 500ms --rounds 2 --instances 64 --concurrency 1,64,256
+//!            --by-name round-robin,p2c --fleet-concurrency 64 --faults none,failing,kill
 //! ```
 //!
 //! The report (markdown) goes to stdout, progress to stderr. See `docs/benchmarks.md`.
@@ -15,10 +18,13 @@
 mod certs;
 mod child;
 mod colony_side;
+mod fault;
+mod fleet;
 mod gossip;
 mod load;
 mod local;
 mod netstat;
+mod pick_cost;
 mod raw_quinn;
 mod scenarios;
 mod stats;
@@ -29,10 +35,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use colony::Strategy;
 
 use crate::certs::BoxError;
-use crate::child::ServerKind;
+use crate::child::{ServeOptions, ServerKind};
 use crate::scenarios::{RemoteEnv, Section, Settings};
 
 /// Benchmarks colony against tonic gRPC, raw quinn and raw ractor, in the same run.
@@ -55,7 +62,12 @@ enum Command {
     Local(RunArgs),
     /// Membership: convergence, failure detection and gossip traffic at several cluster sizes.
     Gossip(GossipArgs),
-    /// Every scenario, in the order rpc, sweep, seq, local.
+    /// The selector's pick: ns per pick of each strategy, over 3 and 16 instances.
+    Pick(RunArgs),
+    /// Three servers called by name, one failing every call or killed mid-load: colony
+    /// (idempotent, retries) vs tonic+TLS balanced over three servers.
+    Resilience(RunArgs),
+    /// Every scenario, in the order rpc, sweep, seq, local, pick, resilience.
     All(RunArgs),
     /// Internal: serve one system in a child process until stdin closes.
     #[command(hide = true)]
@@ -92,6 +104,54 @@ struct RunArgs {
     /// Run only the systems whose label contains this text, e.g. `colony` (for profiling).
     #[arg(long)]
     only: Option<String>,
+    /// Strategies of the extra colony clients calling by name in the rpc scenario (`none`
+    /// for no such client).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "round-robin,p2c"
+    )]
+    by_name: Vec<StrategyArg>,
+    /// Concurrency of the resilience scenario.
+    #[arg(long, default_value_t = 64)]
+    fleet_concurrency: usize,
+    /// Faults of the resilience scenario: `none` (baseline), `failing` (1 of 3 servers fails
+    /// every call), `kill` (1 of 3 killed with SIGKILL mid-run).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "none,failing,kill"
+    )]
+    faults: Vec<fault::Fault>,
+}
+
+/// A strategy named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StrategyArg {
+    /// `Strategy::RoundRobin`.
+    RoundRobin,
+    /// `Strategy::PowerOfTwoChoices`, the default.
+    P2c,
+    /// `Strategy::Random`.
+    Random,
+    /// `Strategy::LeastOutstanding`.
+    LeastOutstanding,
+    /// No strategy (no by-name client).
+    None,
+}
+
+impl StrategyArg {
+    fn strategy(self) -> Option<Strategy> {
+        match self {
+            StrategyArg::RoundRobin => Some(Strategy::RoundRobin),
+            StrategyArg::P2c => Some(Strategy::PowerOfTwoChoices),
+            StrategyArg::Random => Some(Strategy::Random),
+            StrategyArg::LeastOutstanding => Some(Strategy::LeastOutstanding),
+            StrategyArg::None => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -115,6 +175,26 @@ struct ServeArgs {
     /// Instances of colony's echo service.
     #[arg(long, default_value_t = 64)]
     instances: usize,
+    /// The colony node's name.
+    #[arg(long, default_value = child::DEFAULT_NAME)]
+    name: String,
+    /// A colony node to join.
+    #[arg(long)]
+    seed: Option<std::net::SocketAddr>,
+    /// Answer every call with "unavailable" (a broken server).
+    #[arg(long)]
+    fail: bool,
+}
+
+impl From<&ServeArgs> for ServeOptions {
+    fn from(a: &ServeArgs) -> Self {
+        ServeOptions {
+            instances: a.instances,
+            name: a.name.clone(),
+            seed: a.seed,
+            fail: a.fail,
+        }
+    }
 }
 
 /// Parses `3`, `2.5`, `3s`, `500ms` into a duration.
@@ -134,30 +214,44 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(value * scale).map_err(|e| format!("{text:?}: {e}"))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct Scenarios {
     rpc: bool,
     sweep: bool,
     seq: bool,
     local: bool,
+    pick: bool,
+    resilience: bool,
 }
 
 impl Command {
     fn scenarios(&self) -> Scenarios {
-        let only = |rpc, sweep, seq, local| Scenarios {
-            rpc,
-            sweep,
-            seq,
-            local,
-        };
+        let none = Scenarios::default();
         match self {
-            Command::Rpc(_) => only(true, false, false, false),
-            Command::Sweep(_) => only(false, true, false, false),
-            Command::Seq(_) => only(false, false, true, false),
-            Command::Local(_) => only(false, false, false, true),
-            Command::All(_) | Command::Serve(_) | Command::Gossip(_) => {
-                only(true, true, true, true)
-            }
+            Command::Rpc(_) => Scenarios { rpc: true, ..none },
+            Command::Sweep(_) => Scenarios {
+                sweep: true,
+                ..none
+            },
+            Command::Seq(_) => Scenarios { seq: true, ..none },
+            Command::Local(_) => Scenarios {
+                local: true,
+                ..none
+            },
+            Command::Pick(_) => Scenarios { pick: true, ..none },
+            Command::Resilience(_) => Scenarios {
+                resilience: true,
+                ..none
+            },
+            Command::All(_) => Scenarios {
+                rpc: true,
+                sweep: true,
+                seq: true,
+                local: true,
+                pick: true,
+                resilience: true,
+            },
+            Command::Serve(_) | Command::Gossip(_) => none,
         }
     }
 
@@ -167,6 +261,8 @@ impl Command {
             Command::Sweep(_) => "sweep",
             Command::Seq(_) => "seq",
             Command::Local(_) => "local",
+            Command::Pick(_) => "pick",
+            Command::Resilience(_) => "resilience",
             Command::All(_) => "all",
             Command::Gossip(_) => "gossip",
             Command::Serve(_) => "serve",
@@ -190,6 +286,9 @@ impl From<&RunArgs> for Settings {
             sweep_sizes: a.sizes.clone(),
             sweep_concurrency: a.sweep_concurrency.max(1),
             only: a.only.clone(),
+            by_name: a.by_name.iter().filter_map(|s| s.strategy()).collect(),
+            fleet_concurrency: a.fleet_concurrency.max(1),
+            faults: a.faults.clone(),
         }
     }
 }
@@ -201,7 +300,7 @@ fn header(command: &str, s: &Settings) -> String {
          {cpus} CPUs available; release build. Each cell: {:?} warm-up then {:?} measured, \
          {} round(s) per system, systems alternating (A B C, C B A, ...). Figures are medians \
          across rounds; ratios are medians of same-round ratios. colony's echo service runs {} \
-         instance(s) in the server process of scenarios 1-2, one in scenarios 3-4.\n",
+         instance(s) per server process in scenarios 1, 2 and 6, one in scenarios 3-4.\n",
         s.warmup,
         s.duration,
         s.rounds,
@@ -216,7 +315,7 @@ fn header(command: &str, s: &Settings) -> String {
 async fn run(cli: Cli) -> Result<(), BoxError> {
     let args = match &cli.command {
         Command::Serve(serve) => {
-            return child::serve(serve.kind, &serve.dir, serve.instances).await;
+            return child::serve(serve.kind, &serve.dir, &ServeOptions::from(serve)).await;
         }
         Command::Gossip(g) => {
             let section = gossip::run(&g.nodes, g.steady).await;
@@ -227,6 +326,8 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         | Command::Sweep(a)
         | Command::Seq(a)
         | Command::Local(a)
+        | Command::Pick(a)
+        | Command::Resilience(a)
         | Command::All(a) => a,
     };
     let settings = Settings::from(args);
@@ -247,6 +348,12 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
     }
     if which.local {
         sections.push(scenarios::local(&settings).await?);
+    }
+    if which.pick {
+        sections.push(pick_cost::run(&settings).await);
+    }
+    if which.resilience {
+        sections.push(scenarios::resilience(&settings).await?);
     }
 
     let mut report = header(cli.command.name(), &settings);
@@ -318,10 +425,37 @@ mod tests {
         assert_eq!(s.concurrency, vec![4, 8]);
         assert_eq!(s.instances, vec![8, 64]);
         assert_eq!(s.sweep_sizes, vec![100, 10_000, 1_000_000]);
+        assert_eq!(
+            s.by_name,
+            vec![Strategy::RoundRobin, Strategy::PowerOfTwoChoices]
+        );
+        assert_eq!(s.fleet_concurrency, 64);
+        assert_eq!(s.faults.len(), 3);
         assert!(!cli.command.scenarios().sweep);
-        for cmd in ["local", "seq", "sweep", "all"] {
+        for cmd in ["local", "seq", "sweep", "pick", "resilience", "all"] {
             assert!(Cli::try_parse_from(["colony-bench", cmd]).is_ok(), "{cmd}");
         }
+        let all = Cli::try_parse_from(["colony-bench", "all"]).unwrap();
+        assert!(all.command.scenarios().resilience && all.command.scenarios().pick);
+        let Command::Resilience(args) = Cli::try_parse_from([
+            "colony-bench",
+            "resilience",
+            "--by-name",
+            "none",
+            "--fleet-concurrency",
+            "8",
+            "--faults",
+            "kill,none",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not the resilience command")
+        };
+        let s = Settings::from(&args);
+        assert!(s.by_name.is_empty());
+        assert_eq!(s.fleet_concurrency, 8);
+        assert_eq!(s.faults, vec![fault::Fault::Kill, fault::Fault::None]);
         assert!(Cli::try_parse_from(["colony-bench", "all", "--rounds", "0"]).is_err());
         let serve =
             Cli::try_parse_from(["colony-bench", "serve", "tonic-tls", "--dir", "/tmp/x"]).unwrap();
@@ -332,5 +466,30 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn serve_options_survive_the_command_line() {
+        let options = ServeOptions {
+            instances: 3,
+            name: "echo-1".into(),
+            seed: Some("127.0.0.1:4000".parse().unwrap()),
+            fail: true,
+        };
+        let dir = std::path::Path::new("/tmp/x");
+        let args =
+            std::iter::once("colony-bench".into()).chain(options.args(ServerKind::Colony, dir));
+        let Command::Serve(serve) = Cli::try_parse_from(args).unwrap().command else {
+            panic!("not the serve command")
+        };
+        assert_eq!(serve.kind, ServerKind::Colony);
+        assert_eq!(serve.dir, dir);
+        assert_eq!(ServeOptions::from(&serve), options);
+        let lone = ServeOptions::instances(64);
+        let args = std::iter::once("colony-bench".into()).chain(lone.args(ServerKind::Colony, dir));
+        let Command::Serve(serve) = Cli::try_parse_from(args).unwrap().command else {
+            panic!("not the serve command")
+        };
+        assert_eq!(ServeOptions::from(&serve), lone);
     }
 }

@@ -95,6 +95,12 @@ impl Sample {
             throughput,
             p50_us: us(0.50),
             p99_us: us(0.99),
+            p999_us: us(0.999),
+            max_us: if self.latency.is_empty() {
+                f64::NAN
+            } else {
+                self.latency.max() as f64 / 1_000.0
+            },
             mb_per_s: throughput * payload as f64 / 1_000_000.0,
             errors: self.errors,
         }
@@ -110,6 +116,10 @@ pub(crate) struct Summary {
     pub(crate) p50_us: f64,
     /// 99th percentile latency, microseconds.
     pub(crate) p99_us: f64,
+    /// 99.9th percentile latency, microseconds.
+    pub(crate) p999_us: f64,
+    /// The slowest completed call, microseconds (its histogram bucket's upper edge, ±0.1 %).
+    pub(crate) max_us: f64,
     /// Payload megabytes (10^6) per second in each direction.
     pub(crate) mb_per_s: f64,
     /// Failed calls.
@@ -127,12 +137,15 @@ impl Summary {
     }
 
     /// The per-field median of several runs of the same cell; errors are summed.
+    /// (For the worst call across runs, take the maximum of `max_us` instead.)
     pub(crate) fn median_of(runs: &[Summary]) -> Summary {
         let field = |f: fn(&Summary) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
         Summary {
             throughput: field(|s| s.throughput),
             p50_us: field(|s| s.p50_us),
             p99_us: field(|s| s.p99_us),
+            p999_us: field(|s| s.p999_us),
+            max_us: field(|s| s.max_us),
             mb_per_s: field(|s| s.mb_per_s),
             errors: runs.iter().map(|s| s.errors).sum(),
         }
@@ -220,6 +233,9 @@ mod tests {
         assert!((sum.p50_us - 100.0).abs() < 0.2, "{}", sum.p50_us);
         // The one slow call in 200 is above the 99th percentile.
         assert!((sum.p99_us - 100.0).abs() < 0.2, "{}", sum.p99_us);
+        // ...but not above the 99.9th, nor the maximum.
+        assert!((sum.p999_us - 5_000.0).abs() < 5.0, "{}", sum.p999_us);
+        assert!((sum.max_us - 5_000.0).abs() < 5.0, "{}", sum.max_us);
         assert_eq!(sum.errors, 0);
         assert_eq!(sum.mean_call_us(), 10_000.0);
     }
@@ -229,6 +245,7 @@ mod tests {
         let sum = Sample::default().summarise(Duration::from_secs(1), 100);
         assert_eq!(sum.throughput, 0.0);
         assert!(sum.p50_us.is_nan());
+        assert!(sum.max_us.is_nan());
         assert_eq!(sum.mean_call_us(), f64::INFINITY);
     }
 
@@ -257,6 +274,8 @@ mod tests {
                 throughput: 10.0,
                 p50_us: 5.0,
                 p99_us: 50.0,
+                p999_us: 80.0,
+                max_us: 900.0,
                 mb_per_s: 1.0,
                 errors: 1,
             },
@@ -264,6 +283,8 @@ mod tests {
                 throughput: 30.0,
                 p50_us: 1.0,
                 p99_us: 70.0,
+                p999_us: 90.0,
+                max_us: 100.0,
                 mb_per_s: 3.0,
                 errors: 2,
             },
@@ -271,6 +292,8 @@ mod tests {
                 throughput: 20.0,
                 p50_us: 3.0,
                 p99_us: 60.0,
+                p999_us: 85.0,
+                max_us: 500.0,
                 mb_per_s: 2.0,
                 errors: 0,
             },
@@ -279,6 +302,8 @@ mod tests {
         assert_eq!(m.throughput, 20.0);
         assert_eq!(m.p50_us, 3.0);
         assert_eq!(m.p99_us, 60.0);
+        assert_eq!(m.p999_us, 85.0);
+        assert_eq!(m.max_us, 500.0);
         assert_eq!(m.mb_per_s, 2.0);
         assert_eq!(m.errors, 3);
     }

@@ -81,10 +81,18 @@ pub(crate) fn rate(x: f64) -> String {
     if x < 100.0 {
         return format!("{x:.1}");
     }
-    let digits = format!("{:.0}", x);
+    grouped(&format!("{:.0}", x))
+}
+
+/// A count, thousands separated: `28,264`.
+pub(crate) fn count(n: u64) -> String {
+    grouped(&n.to_string())
+}
+
+fn grouped(digits: &str) -> String {
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -235,6 +243,9 @@ mod tests {
         assert_eq!(rate(100.0), "100");
         assert_eq!(rate(42.25), "42.2");
         assert_eq!(rate(f64::NAN), "n/a");
+        assert_eq!(count(0), "0");
+        assert_eq!(count(28_264), "28,264");
+        assert_eq!(count(1_000_000), "1,000,000");
         assert_eq!(time_us(0.85), "850 ns");
         assert_eq!(time_us(45.25), "45.2 µs");
         assert_eq!(time_us(512.4), "512 µs");

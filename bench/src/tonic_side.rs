@@ -3,13 +3,16 @@
 //! No protoc: the messages are hand-written prost structs and the service and client are the
 //! few lines tonic-build would generate for one unary method
 //! (`colony.bench.Echo/Call(EchoRequest) returns (EchoReply)`), built on `tonic::server::Grpc`,
-//! `tonic::client::Grpc` and `tonic_prost::ProstCodec`.
+//! `tonic::client::Grpc` and `tonic_prost::ProstCodec`. A server can be told to fail every
+//! call, and a client can balance over several servers (`Channel::balance_list`: tower's p2c,
+//! no retries), for the resilience scenario.
 
 use std::convert::Infallible;
 use std::future::{ready, Future, Ready};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::uri::PathAndQuery;
 use tonic::body::Body;
@@ -57,14 +60,22 @@ pub(crate) struct EchoReply {
     pub(crate) body: String,
 }
 
-/// The unary handler: hands the payload back.
-struct EchoCall;
+/// What a failing server answers (with `Unavailable`).
+const FAILURE: &str = "bench: this server fails every call";
+
+/// The unary handler: hands the payload back (or, when `fail`, refuses every call).
+struct EchoCall {
+    fail: bool,
+}
 
 impl tonic::server::UnaryService<EchoRequest> for EchoCall {
     type Response = EchoReply;
     type Future = Ready<Result<Response<EchoReply>, Status>>;
 
     fn call(&mut self, request: Request<EchoRequest>) -> Self::Future {
+        if self.fail {
+            return ready(Err(Status::unavailable(FAILURE)));
+        }
         let req = request.into_inner();
         ready(Ok(Response::new(EchoReply {
             id: req.id,
@@ -75,7 +86,9 @@ impl tonic::server::UnaryService<EchoRequest> for EchoCall {
 
 /// The HTTP service routing the one method, as generated servers do.
 #[derive(Debug, Clone, Copy)]
-struct EchoServer;
+struct EchoServer {
+    fail: bool,
+}
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, Infallible>> + Send>>;
 
@@ -92,20 +105,22 @@ impl tower_service::Service<http::Request<Body>> for EchoServer {
         if req.uri().path() != METHOD {
             return Box::pin(async { Ok(Status::unimplemented("no such method").into_http()) });
         }
+        let fail = self.fail;
         Box::pin(async move {
             let mut grpc =
                 tonic::server::Grpc::new(ProstCodec::<EchoReply, EchoRequest>::default())
                     .max_decoding_message_size(MAX_MESSAGE)
                     .max_encoding_message_size(MAX_MESSAGE);
-            Ok(grpc.unary(EchoCall, req).await)
+            Ok(grpc.unary(EchoCall { fail }, req).await)
         })
     }
 }
 
-/// Serves the echo service on a free loopback port, with mutual TLS when `pki` is given.
+/// Serves the echo service on a free loopback port, with mutual TLS when `pki` is given;
+/// every call fails with `Unavailable` when `fail`.
 ///
 /// The server runs in a spawned task; the returned address is where it listens.
-pub(crate) async fn start_server(pki: Option<&Pki>) -> Result<SocketAddr, BoxError> {
+pub(crate) async fn start_server(pki: Option<&Pki>, fail: bool) -> Result<SocketAddr, BoxError> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -118,7 +133,10 @@ pub(crate) async fn start_server(pki: Option<&Pki>) -> Result<SocketAddr, BoxErr
         )?;
     }
     tokio::spawn(async move {
-        if let Err(e) = server.serve_with_incoming(EchoServer, incoming).await {
+        if let Err(e) = server
+            .serve_with_incoming(EchoServer { fail }, incoming)
+            .await
+        {
             eprintln!("tonic server stopped: {e}");
         }
     });
@@ -128,6 +146,34 @@ pub(crate) async fn start_server(pki: Option<&Pki>) -> Result<SocketAddr, BoxErr
 /// Connects one HTTP/2 channel to the server at `addr` (shared by every load task, as one
 /// QUIC connection is shared by every colony call).
 pub(crate) async fn connect(addr: SocketAddr, pki: Option<&Pki>) -> Result<Channel, BoxError> {
+    Ok(endpoint(addr, pki)?.connect().await?)
+}
+
+/// Deadline of a call over a balanced channel: bounds a run even if a call hangs.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a balanced channel's (re)connection to one server may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// One channel balancing over every server in `addrs` (`Channel::balance_list`: tower's power
+/// of two choices, one lazily connected HTTP/2 connection per server, no retries), with mutual
+/// TLS when `pki` is given and a per-call timeout.
+pub(crate) fn connect_balanced(
+    addrs: &[SocketAddr],
+    pki: Option<&Pki>,
+) -> Result<Channel, BoxError> {
+    let endpoints = addrs
+        .iter()
+        .map(|&addr| {
+            Ok(endpoint(addr, pki)?
+                .timeout(CALL_TIMEOUT)
+                .connect_timeout(CONNECT_TIMEOUT))
+        })
+        .collect::<Result<Vec<_>, BoxError>>()?;
+    Ok(Channel::balance_list(endpoints.into_iter()))
+}
+
+fn endpoint(addr: SocketAddr, pki: Option<&Pki>) -> Result<Endpoint, BoxError> {
     let scheme = if pki.is_some() { "https" } else { "http" };
     let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))?.tcp_nodelay(true);
     if let Some(pki) = pki {
@@ -138,7 +184,7 @@ pub(crate) async fn connect(addr: SocketAddr, pki: Option<&Pki>) -> Result<Chann
                 .identity(Identity::from_pem(&pki.client_cert, &pki.client_key)),
         )?;
     }
-    Ok(endpoint.connect().await?)
+    Ok(endpoint)
 }
 
 /// One load task's calls on a shared channel.
@@ -196,12 +242,46 @@ mod tests {
     async fn echoes_with_and_without_tls() {
         let pki = Pki::generate().unwrap();
         for pki in [Some(&pki), None] {
-            let addr = start_server(pki).await.unwrap();
+            let addr = start_server(pki, false).await.unwrap();
             let channel = connect(addr, pki).await.unwrap();
             let mut caller = TonicCaller::new(channel, "z".repeat(100));
             caller.call().await.unwrap();
             caller.call().await.unwrap();
         }
+    }
+
+    /// A failing server refuses every call; a channel balanced over it and a working server
+    /// fails some calls and serves the others (no retries), and over working servers only
+    /// serves.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_balanced_channel_spreads_and_does_not_retry() {
+        let pki = Pki::generate().unwrap();
+        let good = start_server(Some(&pki), false).await.unwrap();
+        let bad = start_server(Some(&pki), true).await.unwrap();
+        let other = start_server(Some(&pki), false).await.unwrap();
+
+        let alone = connect(bad, Some(&pki)).await.unwrap();
+        let error = TonicCaller::new(alone, "z".into())
+            .call()
+            .await
+            .unwrap_err();
+        assert!(error.contains(FAILURE), "{error}");
+
+        let failed = failed_of_200(&[good, bad], &pki).await;
+        // tower's p2c compares loads that tonic's connections report as 0: the choice is
+        // random, so about half of the calls fail (none, or all, of 200: odds of 2^-199).
+        assert!((1..200).contains(&failed), "{failed} of 200 failed");
+        assert_eq!(failed_of_200(&[good, other], &pki).await, 0);
+    }
+
+    async fn failed_of_200(addrs: &[SocketAddr], pki: &Pki) -> u32 {
+        let channel = connect_balanced(addrs, Some(pki)).unwrap();
+        let mut caller = TonicCaller::new(channel, "z".into());
+        let mut failed = 0;
+        for _ in 0..200 {
+            failed += u32::from(caller.call().await.is_err());
+        }
+        failed
     }
 
     /// Whether `error` is, or was caused by, a failure of tonic's transport (the TCP and TLS
@@ -240,7 +320,7 @@ mod tests {
     async fn tls_refuses_a_client_from_another_ca() {
         let pki = Pki::generate().unwrap();
         let stranger = Pki::generate().unwrap();
-        let addr = start_server(Some(&pki)).await.unwrap();
+        let addr = start_server(Some(&pki), false).await.unwrap();
 
         // Control: on the same server, the client with the right certificate is served.
         let reply = connect_and_call(addr, &pki).await.unwrap();

@@ -1,4 +1,4 @@
-//! The four scenarios, each measured against its peers in the same run.
+//! The scenarios, each measured against its peers in the same run.
 //!
 //! Every cell (one concurrency, one payload) is measured `rounds` times per contender, the
 //! contenders taking turns A B C, C B A, A B C... Figures are medians across rounds; a ratio
@@ -35,6 +35,12 @@ pub(crate) struct Settings {
     pub(crate) sweep_concurrency: usize,
     /// Run only the systems whose label contains this text (for profiling one side).
     pub(crate) only: Option<String>,
+    /// Strategies of the extra colony clients that call by name in the unary RPC scenario.
+    pub(crate) by_name: Vec<colony::Strategy>,
+    /// Concurrency of the resilience scenario.
+    pub(crate) fleet_concurrency: usize,
+    /// Faults of the resilience scenario, one cell each.
+    pub(crate) faults: Vec<crate::fault::Fault>,
 }
 
 impl Settings {
@@ -169,8 +175,10 @@ fn failed(label: &str, e: BoxError) -> Summary {
 
 mod in_process;
 mod remote;
+mod resilience;
 mod round_trip;
 
 pub(crate) use in_process::local;
 pub(crate) use remote::{rpc, sweep, RemoteEnv};
+pub(crate) use resilience::resilience;
 pub(crate) use round_trip::sequential;

@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 
-use colony::{ClusterCa, Node};
+use colony::{ClusterCa, Node, Strategy};
 use tonic::transport::Channel;
 
 use crate::certs::{BoxError, Pki};
-use crate::child::{ChildServer, ServerKind, WorkDir};
-use crate::colony_side::{self, ColonyCaller};
+use crate::child::{ChildServer, ServeOptions, ServerKind, WorkDir};
+use crate::colony_side::{self, strategy_name, ColonyCaller};
 use crate::load::{drive, Plan};
 use crate::stats::{paired_ratio, Summary};
 use crate::table::{mb_per_s, rate, size, time_us, times, Goal, Table, Want};
@@ -17,10 +17,13 @@ use super::*;
 
 /// A system called from this process, served by a child.
 enum Remote {
+    /// colony, called at the server's address (`.at(addr)`, no selection) or, when `addr` is
+    /// `None`, by name through the selector with `strategy`.
     Colony {
         label: String,
         client: colony::Client,
-        addr: std::net::SocketAddr,
+        addr: Option<std::net::SocketAddr>,
+        strategy: Option<Strategy>,
     },
     Tonic {
         label: String,
@@ -38,9 +41,14 @@ impl Contender for Remote {
     async fn run(&self, plan: Plan, payload: usize) -> Summary {
         let body = body(payload);
         let sample = match self {
-            Remote::Colony { client, addr, .. } => {
+            Remote::Colony {
+                client,
+                addr,
+                strategy,
+                ..
+            } => {
                 drive(plan, || {
-                    ColonyCaller::new(client.clone(), Some(*addr), body.clone())
+                    ColonyCaller::new(client.clone(), *addr, body.clone()).strategy(*strategy)
                 })
                 .await
             }
@@ -57,8 +65,13 @@ pub(crate) struct RemoteEnv {
     _dir: WorkDir,
     children: Vec<ChildServer>,
     client_node: Node,
+    /// A second client node, joined to the first colony server's cluster, calling by name.
+    by_name_node: Option<Node>,
     /// One colony server per instance count, in the order of the settings.
     colony: Vec<Remote>,
+    /// colony by name, one per strategy of the settings (the first server, through the
+    /// selector: a table of one instance).
+    by_name: Vec<Remote>,
     tonic_tls: Remote,
     tonic_plain: Remote,
 }
@@ -81,7 +94,8 @@ impl RemoteEnv {
         servers.push((ServerKind::TonicPlain, 0));
         let mut children = Vec::new();
         for (kind, instances) in servers {
-            let child = ChildServer::start(kind, dir.path(), instances).await?;
+            let options = ServeOptions::instances(instances);
+            let child = ChildServer::start(kind, dir.path(), &options).await?;
             eprintln!(
                 "started {kind:?} server at {} (pid {})",
                 child.addr(),
@@ -97,7 +111,28 @@ impl RemoteEnv {
             .map(|(n, child)| Remote::Colony {
                 label: format!("colony ({n} instances)"),
                 client: client_node.client(),
-                addr: child.addr(),
+                addr: Some(child.addr()),
+                strategy: None,
+            })
+            .collect();
+        let by_name_node = if settings.by_name.is_empty() {
+            None
+        } else {
+            let seed = children[0].addr();
+            Some(colony_side::join_client("bench-client-by-name", &ca, seed, 1).await?)
+        };
+        let by_name = by_name_node
+            .iter()
+            .flat_map(|node| {
+                settings.by_name.iter().map(|&strategy| Remote::Colony {
+                    label: format!(
+                        "colony by name, {} (1-instance table)",
+                        strategy_name(strategy)
+                    ),
+                    client: node.client(),
+                    addr: None,
+                    strategy: Some(strategy),
+                })
             })
             .collect();
         let k = settings.instances.len();
@@ -113,7 +148,9 @@ impl RemoteEnv {
             _dir: dir,
             children,
             client_node,
+            by_name_node,
             colony,
+            by_name,
             tonic_tls,
             tonic_plain,
         })
@@ -124,13 +161,18 @@ impl RemoteEnv {
         let Self {
             children,
             client_node,
+            by_name_node,
             colony,
+            by_name,
             tonic_tls,
             tonic_plain,
             _dir,
         } = self;
-        drop((colony, tonic_tls, tonic_plain));
+        drop((colony, by_name, tonic_tls, tonic_plain));
         client_node.shutdown().await;
+        if let Some(node) = by_name_node {
+            node.shutdown().await;
+        }
         for child in children {
             child.stop().await;
         }
@@ -139,8 +181,11 @@ impl RemoteEnv {
 
 /// Scenario 1: unary RPC at each concurrency, colony vs tonic+TLS (and tonic in clear).
 pub(crate) async fn rpc(env: &RemoteEnv, settings: &Settings) -> Section {
-    // colony first (one per instance count), then the peer every ratio is taken against.
+    // colony first (one per instance count, then by name), then the peer every ratio is taken
+    // against.
     let mut contenders: Vec<&Remote> = env.colony.iter().collect();
+    let by_name_at = contenders.len();
+    contenders.extend(&env.by_name);
     let peer_at = contenders.len();
     contenders.push(&env.tonic_tls);
     contenders.push(&env.tonic_plain);
@@ -219,6 +264,22 @@ pub(crate) async fn rpc(env: &RemoteEnv, settings: &Settings) -> Section {
             );
             goals[1].measured =
                 paired_ratio(&field(&runs[0], |s| s.p99_us), &field(peer, |s| s.p99_us));
+            for (k, &strategy) in settings.by_name.iter().enumerate() {
+                let runs = &runs[by_name_at + k];
+                goals.push(Goal {
+                    id: by_name_goal(strategy),
+                    what: format!(
+                        "P1 by name, {} (1-instance table), colony ÷ tonic+TLS",
+                        strategy_name(strategy)
+                    ),
+                    target: 1.5,
+                    want: Want::AtLeast,
+                    measured: paired_ratio(
+                        &field(runs, |s| s.throughput),
+                        &field(peer, |s| s.throughput),
+                    ),
+                });
+            }
         }
     }
     Section {
@@ -227,12 +288,26 @@ pub(crate) async fn rpc(env: &RemoteEnv, settings: &Settings) -> Section {
             "Client in the bench process, server in a child process, 127.0.0.1. Echo of a \
              {}-byte payload (`{{id: u64, body: string}}`). N tasks share one connection (one \
              QUIC connection for colony, one HTTP/2 channel for tonic), each calling in a loop. \
-             colony and tonic+TLS both use TLS 1.3 on ring with client certificates.",
+             colony and tonic+TLS both use TLS 1.3 on ring with client certificates. \
+             `colony (N instances)` calls with `.at(addr)` (no selection); `colony by name` \
+             rows call the service by name from a second client node in the server's cluster, \
+             with the strategy shown: the selector's table holds one instance (one server \
+             process), so `pick` returns before any strategy runs and these rows measure the \
+             by-name call path, not the strategies (see scenario 6 for three servers).",
             settings.payload
         ),
         table,
         notes,
         goals,
+    }
+}
+
+/// The goal id of P1 measured by name with `strategy`.
+fn by_name_goal(strategy: Strategy) -> &'static str {
+    match strategy {
+        Strategy::RoundRobin => "P1-rr",
+        Strategy::PowerOfTwoChoices => "P1-p2c",
+        _ => "P1-by-name",
     }
 }
 
