@@ -19,15 +19,6 @@ struct Slot<M> {
     depth: Depth,
 }
 
-impl<M> Clone for Slot<M> {
-    fn clone(&self) -> Self {
-        Self {
-            actor: self.actor.clone(),
-            depth: self.depth.clone(),
-        }
-    }
-}
-
 /// The current mailbox of every instance of a service, with how deep each one is.
 ///
 /// The supervisor writes a slot when it starts or restarts an instance (a slot is empty while
@@ -52,9 +43,11 @@ impl<M: ractor::Message> Instances<M> {
     /// Sends `msg` to the live instance with the fewest messages waiting; gives the message back
     /// when no instance is running.
     pub fn send(&self, mut msg: M) -> Result<(), M> {
-        // An instance may stop between being chosen and being sent to: try the others.
+        let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
+        // An instance may stop between being chosen and being sent to: try the others. The send
+        // itself only queues the message, so holding the read lock across it is brief.
         for _ in 0..3 {
-            let Some(slot) = self.least_loaded() else {
+            let Some(slot) = least_loaded(&slots) else {
                 return Err(msg);
             };
             slot.depth.fetch_add(1, Ordering::Relaxed);
@@ -71,33 +64,34 @@ impl<M: ractor::Message> Instances<M> {
     }
 }
 
+fn least_loaded<M>(slots: &[Option<Slot<M>>]) -> Option<&Slot<M>> {
+    let depth = |s: &Slot<M>| s.depth.load(Ordering::Relaxed);
+    let n = slots.len();
+    if n == 1 {
+        return slots[0].as_ref();
+    }
+    if n > SCAN_ALL_UP_TO {
+        // Power of two choices: nearly as good as the minimum, at constant cost.
+        let (a, b) = (random_below(n), random_below(n));
+        match (&slots[a], &slots[b]) {
+            (Some(x), Some(y)) => return Some(if depth(y) < depth(x) { y } else { x }),
+            (Some(x), None) | (None, Some(x)) => return Some(x),
+            (None, None) => {}
+        }
+    }
+    // Ties go to the first slot from a random start, so idle instances share the work.
+    let start = if n > 1 { random_below(n) } else { 0 };
+    (0..n)
+        .filter_map(|k| slots[(start + k) % n].as_ref())
+        .min_by_key(|s| depth(s))
+}
+
 impl<M> Instances<M> {
     pub(crate) fn new(count: usize) -> Self {
         Self {
             slots: RwLock::new((0..count).map(|_| None).collect()),
             restarts: AtomicU64::new(0),
         }
-    }
-
-    fn least_loaded(&self) -> Option<Slot<M>> {
-        let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
-        let depth = |s: &Slot<M>| s.depth.load(Ordering::Relaxed);
-        let n = slots.len();
-        if n > SCAN_ALL_UP_TO {
-            // Power of two choices: nearly as good as the minimum, at constant cost.
-            let (a, b) = (random_below(n), random_below(n));
-            match (&slots[a], &slots[b]) {
-                (Some(x), Some(y)) => return Some(if depth(y) < depth(x) { y } else { x }.clone()),
-                (Some(x), None) | (None, Some(x)) => return Some(x.clone()),
-                (None, None) => {}
-            }
-        }
-        // Ties go to the first slot from a random start, so idle instances share the work.
-        let start = if n > 1 { random_below(n) } else { 0 };
-        (0..n)
-            .filter_map(|k| slots[(start + k) % n].as_ref())
-            .min_by_key(|s| depth(s))
-            .cloned()
     }
 
     /// Messages waiting in each instance's mailbox (the one being handled included), by slot;

@@ -57,7 +57,7 @@ fn table(n: usize) -> Vec<Arc<Slot>> {
                 hash: stable_hash(format!("echo@node-{i}").as_bytes()),
             };
             slot.load
-                .observe(Duration::from_micros(100 + 10 * i as u64), Instant::now());
+                .observe(Duration::from_micros(100 + 10 * i as u64));
             Arc::new(slot)
         })
         .collect()
@@ -183,7 +183,7 @@ fn measure(
         Method::Pick(strategy) => time_picks(
             count,
             limit,
-            |_| pick(strategy, None, table, &rr, false, Instant::now(), all),
+            |_| pick(strategy, None, table, &rr, false, all),
             sink,
         ),
         Method::Keyed => time_picks(
@@ -197,7 +197,6 @@ fn measure(
                     table,
                     &rr,
                     false,
-                    Instant::now(),
                     all,
                 )
             },
@@ -206,7 +205,7 @@ fn measure(
         Method::Ejected(strategy) => time_picks(
             count,
             limit,
-            |_| pick(strategy, None, degraded, &rr, false, Instant::now(), all),
+            |_| pick(strategy, None, degraded, &rr, false, all),
             sink,
         ),
     }

@@ -3,7 +3,9 @@
 //! Finagle's and Envoy's rule: over a sliding window, retries (and hedges) may add at most
 //! `ratio` of the calls made, plus a small floor per window so that a quiet client can still
 //! retry. The window is two fixed halves: the previous half's counts weigh in until the current
-//! one fills, which is enough precision for a budget.
+//! one fills, which is enough precision for a budget. Calls are counted on every call, so
+//! counting reads no clock: the current half is advanced by [`RetryBudget::tick`] (the selector
+//! actor's timer) and by retries, which are rare and read the time anyway.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -36,6 +38,8 @@ pub struct RetryBudget {
     origin: Instant,
     /// `[epoch of slot, calls, retries]` for two slots, epoch = half windows since `origin`.
     slots: [[AtomicU64; 3]; 2],
+    /// The epoch as of the last tick or retry.
+    current: AtomicU64,
 }
 
 impl RetryBudget {
@@ -45,7 +49,13 @@ impl RetryBudget {
             policy,
             origin: now,
             slots: Default::default(),
+            current: AtomicU64::new(1),
         }
+    }
+
+    /// Advances the budget's clock to `now`.
+    pub fn tick(&self, now: Instant) {
+        self.current.fetch_max(self.epoch(now), Relaxed);
     }
 
     fn epoch(&self, now: Instant) -> u64 {
@@ -83,13 +93,14 @@ impl RetryBudget {
         (calls, retries)
     }
 
-    /// Counts one call made.
-    pub fn deposit(&self, now: Instant) {
-        self.slot(self.epoch(now))[1].fetch_add(1, Relaxed);
+    /// Counts one call made (in the half window of the last tick).
+    pub fn deposit(&self) {
+        self.slot(self.current.load(Relaxed))[1].fetch_add(1, Relaxed);
     }
 
     /// Takes one retry from the budget if there is one left.
     pub fn try_withdraw(&self, now: Instant) -> bool {
+        self.tick(now);
         let epoch = self.epoch(now);
         let (calls, retries) = self.totals(epoch);
         let allowed = f64::from(self.policy.floor) + self.policy.ratio * calls as f64;
@@ -110,7 +121,7 @@ mod tests {
         let t = Instant::now();
         let budget = RetryBudget::new(BudgetPolicy::default(), t);
         for _ in 0..1_000 {
-            budget.deposit(t);
+            budget.deposit();
         }
         let granted = (0..1_000).filter(|_| budget.try_withdraw(t)).count();
         assert_eq!(granted, 10 + 200);

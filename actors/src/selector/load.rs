@@ -7,25 +7,18 @@
 //!
 //! The latency used to compare instances fades while an instance gets no calls (Linkerd's and
 //! Finagle's decaying estimate): an instance that was slow once, or looked slow during a pause,
-//! is tried again after a while instead of being passed over forever.
+//! is tried again after a while instead of being passed over forever. The fading is done by the
+//! selector's timer ([`Load::fade`]), so the call path reads no clock for it.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Round-trip time assumed for an instance with no sample yet: low enough that a new instance
 /// gets traffic soon, high enough that it does not get all of it.
 const UNKNOWN_RTT_NS: u64 = 1_000_000;
 
 /// Time constant of the fading of an idle instance's latency (Linkerd's default decay).
-const DECAY_MS: f64 = 10_000.0;
-
-/// Milliseconds since a process-wide origin: a compact timestamp for an atomic.
-fn millis(now: Instant) -> u64 {
-    static ORIGIN: OnceLock<Instant> = OnceLock::new();
-    now.saturating_duration_since(*ORIGIN.get_or_init(Instant::now))
-        .as_millis() as u64
-}
+pub const FADE_TIME: Duration = Duration::from_secs(10);
 
 /// Whether an instance takes calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,8 +37,8 @@ pub struct Load {
     outstanding: AtomicU32,
     srtt_ns: AtomicU64,
     rttvar_ns: AtomicU64,
-    /// When the last latency sample came ([`millis`]).
-    sampled_ms: AtomicU64,
+    /// Whether a latency sample came since the last [`fade`](Load::fade).
+    sampled: AtomicBool,
     consecutive_failures: AtomicU32,
     health: AtomicU8,
     probe_taken: AtomicBool,
@@ -59,7 +52,7 @@ impl Default for Load {
             outstanding: AtomicU32::new(0),
             srtt_ns: AtomicU64::new(0),
             rttvar_ns: AtomicU64::new(0),
-            sampled_ms: AtomicU64::new(0),
+            sampled: AtomicBool::new(false),
             consecutive_failures: AtomicU32::new(0),
             health: AtomicU8::new(0),
             probe_taken: AtomicBool::new(false),
@@ -98,10 +91,9 @@ impl Load {
         (self.calls.load(Relaxed), self.failures.load(Relaxed))
     }
 
-    /// Folds one round trip, measured as it ended at `now`, into the smoothed estimate
-    /// (RFC 6298, α = 1/8, β = 1/4).
-    pub fn observe(&self, rtt: Duration, now: Instant) {
-        self.sampled_ms.store(millis(now), Relaxed);
+    /// Folds one measured round trip into the smoothed estimate (RFC 6298, α = 1/8, β = 1/4).
+    pub fn observe(&self, rtt: Duration) {
+        self.sampled.store(true, Relaxed);
         let r = rtt.as_nanos().min(u128::from(u64::MAX / 8)) as u64;
         let srtt = self.srtt_ns.load(Relaxed);
         if srtt == 0 {
@@ -140,23 +132,28 @@ impl Load {
             .then(|| Duration::from_nanos(srtt + 2 * self.rttvar_ns.load(Relaxed)).max(floor))
     }
 
-    /// Power-of-two-choices cost at `now`: expected latency times the calls it would queue
-    /// behind (Finagle's and Linkerd's "EWMA × pending" idea). The latency fades with
-    /// `exp(-idle / 10 s)` while no sample arrives, so an idle instance is tried again.
-    pub fn cost(&self, now: Instant) -> u64 {
+    /// Power-of-two-choices cost: expected latency times the calls it would queue behind
+    /// (Finagle's and Linkerd's "EWMA × pending" idea).
+    pub fn cost(&self) -> u64 {
         let rtt = match self.srtt_ns.load(Relaxed) {
             0 => UNKNOWN_RTT_NS,
-            ns => {
-                let idle = millis(now).saturating_sub(self.sampled_ms.load(Relaxed));
-                // Under 50 ms the fading is below 0.5%: not worth an exp().
-                if idle < 50 {
-                    ns
-                } else {
-                    (ns as f64 * (-(idle as f64) / DECAY_MS).exp()) as u64
-                }
-            }
+            ns => ns,
         };
         rtt.saturating_mul(u64::from(self.outstanding()) + 1)
+    }
+
+    /// Called every `tick`: an instance that got no latency sample since the last call fades
+    /// its estimate by `exp(-tick / FADE_TIME)`, towards "worth trying again".
+    pub fn fade(&self, tick: Duration) {
+        if self.sampled.swap(false, Relaxed) {
+            return;
+        }
+        let srtt = self.srtt_ns.load(Relaxed);
+        if srtt > 1 {
+            let factor = (-tick.as_secs_f64() / FADE_TIME.as_secs_f64()).exp();
+            self.srtt_ns
+                .store(((srtt as f64 * factor) as u64).max(1), Relaxed);
+        }
     }
 
     /// Records a success. True when it changes what the selector knows (the instance had
@@ -226,14 +223,14 @@ mod tests {
     fn the_estimator_follows_rfc_6298() {
         let load = Load::default();
         assert_eq!(load.attempt_timeout(Duration::ZERO), None);
-        load.observe(Duration::from_millis(8), Instant::now());
+        load.observe(Duration::from_millis(8));
         // First sample: srtt = r, rttvar = r/2, rto = r + 4·r/2 = 3r.
         assert_eq!(load.srtt(), Some(Duration::from_millis(8)));
         assert_eq!(
             load.attempt_timeout(Duration::ZERO),
             Some(Duration::from_millis(24))
         );
-        load.observe(Duration::from_millis(16), Instant::now());
+        load.observe(Duration::from_millis(16));
         // rttvar = 3/4·4 + 1/4·8 = 5; srtt = 7/8·8 + 1/8·16 = 9.
         assert_eq!(load.srtt(), Some(Duration::from_millis(9)));
         assert_eq!(
@@ -249,13 +246,12 @@ mod tests {
     #[test]
     fn outstanding_follows_the_guards_and_raises_the_cost() {
         let load = Load::default();
-        let now = Instant::now();
-        load.observe(Duration::from_micros(100), now);
-        let idle = load.cost(now);
+        load.observe(Duration::from_micros(100));
+        let idle = load.cost();
         let a = load.begin();
         let b = load.begin();
         assert_eq!(load.outstanding(), 2);
-        assert_eq!(load.cost(now), 3 * idle);
+        assert_eq!(load.cost(), 3 * idle);
         drop((a, b));
         assert_eq!(load.outstanding(), 0);
         assert_eq!(load.totals(), (2, 0));
@@ -264,16 +260,17 @@ mod tests {
     #[test]
     fn an_idle_instance_latency_fades() {
         let load = Load::default();
-        let t = Instant::now();
-        load.observe(Duration::from_millis(10), t);
-        assert_eq!(load.cost(t), 10_000_000);
-        // One time constant later: e^-1 of it.
-        let faded = load.cost(t + Duration::from_secs(10));
+        load.observe(Duration::from_millis(10));
+        // Sampled since the last tick: no fading.
+        load.fade(FADE_TIME);
+        assert_eq!(load.cost(), 10_000_000);
+        // Idle for one time constant: e^-1 of it.
+        load.fade(FADE_TIME);
+        let faded = load.cost();
         assert!((3_670_000..=3_690_000).contains(&faded), "{faded}");
-        // A new sample restores it.
-        let later = t + Duration::from_secs(10);
-        load.observe(Duration::from_millis(10), later);
-        assert_eq!(load.cost(later), 10_000_000);
+        // A new sample pulls it back up (by 1/8 of the gap, as RFC 6298 smooths).
+        load.observe(Duration::from_millis(10));
+        assert!(load.cost() > faded);
     }
 
     #[test]

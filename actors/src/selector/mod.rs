@@ -12,7 +12,7 @@
 //!
 //! ```
 //! use std::sync::atomic::AtomicUsize;
-//! use std::time::{Duration, Instant};
+//! use std::time::Duration;
 //! use colony_actors::selector::{pick, stable_hash, Candidate, Load, Strategy};
 //!
 //! struct Instance { load: Load, id: u64 }
@@ -24,12 +24,11 @@
 //!
 //! let fast = Instance { load: Load::default(), id: stable_hash(b"a") };
 //! let slow = Instance { load: Load::default(), id: stable_hash(b"b") };
-//! let now = Instant::now();
-//! fast.load.observe(Duration::from_micros(80), now);
-//! slow.load.observe(Duration::from_millis(40), now);
+//! fast.load.observe(Duration::from_micros(80));
+//! slow.load.observe(Duration::from_millis(40));
 //! let table = [fast, slow];
 //! let rr = AtomicUsize::new(0);
-//! let i = pick(Strategy::PowerOfTwoChoices, None, &table, &rr, false, now, |_, _| true);
+//! let i = pick(Strategy::PowerOfTwoChoices, None, &table, &rr, false, |_, _| true);
 //! assert_eq!(i, Some(0));
 //! ```
 
@@ -40,7 +39,7 @@ mod rng;
 mod strategy;
 
 pub use budget::{BudgetPolicy, RetryBudget};
-pub use load::{Health, InFlight, Load};
+pub use load::{Health, InFlight, Load, FADE_TIME};
 pub use outliers::{OutlierPolicy, Outliers, Verdict};
 pub use rng::{below as random_below, stable_hash, unit as random_unit};
 pub use strategy::{pick, Candidate, Strategy};

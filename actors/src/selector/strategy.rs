@@ -1,7 +1,6 @@
 //! How one instance is chosen among the candidates: the strategies, as plain functions.
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::time::Instant;
 
 use super::load::{Health, Load};
 use super::rng;
@@ -55,15 +54,13 @@ impl<C: Candidate> Candidate for std::sync::Arc<C> {
 /// an instance joins or leaves only the keys that hash highest to it move (about 1/N).
 ///
 /// `probing` says whether any candidate is probing after an ejection: only then is the list
-/// scanned for a probe to hand out, so the common case costs nothing. `now` is the time of the
-/// pick (latency estimates fade with idleness).
+/// scanned for a probe to hand out, so the common case costs nothing.
 pub fn pick<C: Candidate>(
     strategy: Strategy,
     key: Option<u64>,
     candidates: &[C],
     round_robin: &AtomicUsize,
     probing: bool,
-    now: Instant,
     eligible: impl Fn(usize, &C) -> bool,
 ) -> Option<usize> {
     let usable = |i: usize, c: &C| c.load().is_healthy() && eligible(i, c);
@@ -131,8 +128,8 @@ pub fn pick<C: Candidate>(
             .iter()
             .enumerate()
             .position(|(i, c)| c.is_local() && usable(i, c))
-            .or_else(|| power_of_two(candidates, now, |i, c| !c.is_local() && usable(i, c))),
-        (_, Strategy::PowerOfTwoChoices) => power_of_two(candidates, now, usable),
+            .or_else(|| power_of_two(candidates, |i, c| !c.is_local() && usable(i, c))),
+        (_, Strategy::PowerOfTwoChoices) => power_of_two(candidates, usable),
     }
 }
 
@@ -170,12 +167,11 @@ fn sample_two<C>(
 
 fn power_of_two<C: Candidate>(
     candidates: &[C],
-    now: Instant,
     usable: impl Fn(usize, &C) -> bool,
 ) -> Option<usize> {
     let n = candidates.len();
     let cheaper = |a: usize, b: usize| {
-        if candidates[b].load().cost(now) < candidates[a].load().cost(now) {
+        if candidates[b].load().cost() < candidates[a].load().cost() {
             b
         } else {
             a
@@ -231,10 +227,7 @@ mod tests {
         let rr = AtomicUsize::new(0);
         let mut seen = vec![0; insts.len()];
         for _ in 0..calls {
-            seen[pick(strategy, None, insts, &rr, false, Instant::now(), |_, _| {
-                true
-            })
-            .unwrap()] += 1;
+            seen[pick(strategy, None, insts, &rr, false, |_, _| true).unwrap()] += 1;
         }
         seen
     }
@@ -278,7 +271,7 @@ mod tests {
         let insts = instances(5);
         insts[2].load.set_health(Health::Ejected);
         for i in &insts {
-            i.load.observe(Duration::from_micros(100), Instant::now());
+            i.load.observe(Duration::from_micros(100));
         }
         for strategy in [Strategy::Random, Strategy::PowerOfTwoChoices] {
             let seen = histogram(strategy, &insts, 40_000);
@@ -292,7 +285,7 @@ mod tests {
     fn power_of_two_spreads_equal_instances_uniformly() {
         let insts = instances(4);
         for i in &insts {
-            i.load.observe(Duration::from_micros(100), Instant::now());
+            i.load.observe(Duration::from_micros(100));
         }
         assert_uniform(
             &histogram(Strategy::PowerOfTwoChoices, &insts, 40_000),
@@ -303,15 +296,9 @@ mod tests {
     #[test]
     fn power_of_two_avoids_a_slow_instance() {
         let insts = instances(3);
-        insts[0]
-            .load
-            .observe(Duration::from_millis(50), Instant::now());
-        insts[1]
-            .load
-            .observe(Duration::from_micros(100), Instant::now());
-        insts[2]
-            .load
-            .observe(Duration::from_micros(100), Instant::now());
+        insts[0].load.observe(Duration::from_millis(50));
+        insts[1].load.observe(Duration::from_micros(100));
+        insts[2].load.observe(Duration::from_micros(100));
         let seen = histogram(Strategy::PowerOfTwoChoices, &insts, 30_000);
         // The slow one wins only when it is drawn twice, which two distinct draws never do.
         assert_eq!(seen[0], 0, "{seen:?}");
@@ -353,30 +340,10 @@ mod tests {
             Strategy::LocalFirst,
         ] {
             for _ in 0..1_000 {
-                let i = pick(
-                    strategy,
-                    None,
-                    &insts,
-                    &rr,
-                    false,
-                    Instant::now(),
-                    |i, _| i != 3,
-                )
-                .unwrap();
+                let i = pick(strategy, None, &insts, &rr, false, |i, _| i != 3).unwrap();
                 assert!(i == 1 || i == 2, "{strategy:?} picked {i}");
             }
-            assert_eq!(
-                pick(
-                    strategy,
-                    None,
-                    &insts,
-                    &rr,
-                    false,
-                    Instant::now(),
-                    |_, _| false
-                ),
-                None
-            );
+            assert_eq!(pick(strategy, None, &insts, &rr, false, |_, _| false), None);
         }
     }
 
@@ -385,26 +352,10 @@ mod tests {
         let insts = instances(3);
         insts[1].load.set_health(Health::Probing);
         let rr = AtomicUsize::new(0);
-        let first = pick(
-            Strategy::RoundRobin,
-            None,
-            &insts,
-            &rr,
-            true,
-            Instant::now(),
-            |_, _| true,
-        );
+        let first = pick(Strategy::RoundRobin, None, &insts, &rr, true, |_, _| true);
         assert_eq!(first, Some(1));
         for _ in 0..100 {
-            let i = pick(
-                Strategy::RoundRobin,
-                None,
-                &insts,
-                &rr,
-                true,
-                Instant::now(),
-                |_, _| true,
-            );
+            let i = pick(Strategy::RoundRobin, None, &insts, &rr, true, |_, _| true);
             assert_ne!(i, Some(1), "a second call went to the probing instance");
         }
     }
@@ -412,16 +363,7 @@ mod tests {
     fn owner(insts: &[Inst], key: &str) -> u64 {
         let rr = AtomicUsize::new(0);
         let k = Some(stable_hash(key.as_bytes()));
-        let i = pick(
-            Strategy::Random,
-            k,
-            insts,
-            &rr,
-            false,
-            Instant::now(),
-            |_, _| true,
-        )
-        .unwrap();
+        let i = pick(Strategy::Random, k, insts, &rr, false, |_, _| true).unwrap();
         insts[i].hash
     }
 

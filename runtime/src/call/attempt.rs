@@ -135,49 +135,36 @@ pub(crate) async fn run<P: Payload>(
             format!("no instance of service {} in the cluster", plan.service),
         ));
     };
-    let mut now = Instant::now();
-    selector.budget.deposit(now);
+    selector.budget.deposit();
     let mut tried: Vec<Arc<str>> = Vec::new();
     let mut retries = 0;
     loop {
-        let instance = choose(&selector, &plan, payload.endpoint(), &tried, now)?;
-        let hedge_after = plan.hedge.then(|| hedge_delay(caller, &instance)).flatten();
+        let instance = choose(&selector, &plan, payload.endpoint(), &tried)?;
         // The last attempt the call may make runs to the deadline: abandoning it for being
         // slow could only turn a late answer into a failure.
         let last = retries >= plan.retries;
-        let first = launch(
-            caller,
-            &selector,
-            instance.clone(),
-            &mut payload,
-            &plan,
-            last,
-        );
+        let hedge_after = plan.hedge.then(|| hedge_delay(caller, &instance)).flatten();
         let outcome = match hedge_after {
-            None => first.await,
+            None => {
+                launch(
+                    caller,
+                    &selector,
+                    instance.clone(),
+                    &mut payload,
+                    &plan,
+                    last,
+                )
+                .await
+            }
+            // Boxed: the two-attempt state would otherwise enlarge every call's future.
             Some(delay) => {
-                let mut first = std::pin::pin!(first);
-                tokio::select! {
-                    outcome = &mut first => outcome,
-                    _ = tokio::time::sleep(delay) => {
-                        tried.push(instance.id.clone());
-                        let now = Instant::now();
-                        let second = choose(&selector, &plan, payload.endpoint(), &tried, now)
-                            .ok()
-                            .filter(|other| other.id != instance.id)
-                            .filter(|_| selector.budget.try_withdraw(now));
-                        match second {
-                            Some(other) => {
-                                tracing::debug!(service = plan.service, first = %instance.id, hedge = %other.id, "hedging");
-                                tried.push(other.id.clone());
-                                let second =
-                                    launch(caller, &selector, other, &mut payload, &plan, last);
-                                first_success(first, second).await
-                            }
-                            None => first.await,
-                        }
-                    }
-                }
+                let hedged = Hedged {
+                    caller,
+                    selector: &selector,
+                    plan: &plan,
+                    last,
+                };
+                Box::pin(hedged.run(instance.clone(), delay, &mut payload, &mut tried)).await
             }
         };
         let failure = match outcome {
@@ -185,7 +172,7 @@ pub(crate) async fn run<P: Payload>(
             Err(failure) => failure,
         };
         retries += 1;
-        now = Instant::now();
+        let now = Instant::now();
         let pause = backoff(caller, retries);
         if retries > plan.retries
             || !failure.may_retry(plan.idempotent, instance.has_endpoint(payload.endpoint()))
@@ -199,7 +186,52 @@ pub(crate) async fn run<P: Payload>(
             tried.push(instance.id.clone());
         }
         tokio::time::sleep(pause).await;
-        now = Instant::now();
+    }
+}
+
+/// A hedged attempt: the first instance, and after `delay` without an answer a second one.
+struct Hedged<'a> {
+    caller: &'a Caller,
+    selector: &'a Selector,
+    plan: &'a Plan<'a>,
+    last: bool,
+}
+
+impl<'a> Hedged<'a> {
+    async fn run<P: Payload>(
+        self,
+        instance: Arc<Instance>,
+        delay: Duration,
+        payload: &mut P,
+        tried: &mut Vec<Arc<str>>,
+    ) -> Result<P::Reply, Failure> {
+        let Hedged {
+            caller,
+            selector,
+            plan,
+            last,
+        } = self;
+        let first = launch(caller, selector, instance.clone(), payload, plan, last);
+        let mut first = std::pin::pin!(first);
+        tokio::select! {
+            outcome = &mut first => outcome,
+            _ = tokio::time::sleep(delay) => {
+                tried.push(instance.id.clone());
+                let second = choose(selector, plan, payload.endpoint(), tried)
+                    .ok()
+                    .filter(|other| other.id != instance.id)
+                    .filter(|_| selector.budget.try_withdraw(Instant::now()));
+                match second {
+                    Some(other) => {
+                        tracing::debug!(service = plan.service, first = %instance.id, hedge = %other.id, "hedging");
+                        tried.push(other.id.clone());
+                        let second = launch(caller, selector, other, payload, plan, last);
+                        first_success(first, second).await
+                    }
+                    None => first.await,
+                }
+            }
+        }
     }
 }
 
@@ -244,7 +276,6 @@ fn choose(
     plan: &Plan<'_>,
     endpoint: &str,
     tried: &[Arc<str>],
-    now: Instant,
 ) -> Result<Arc<Instance>, Error> {
     let table = selector.table();
     let matches = |i: &Instance| plan.filter.is_empty() || plan.filter.admits(i);
@@ -256,7 +287,6 @@ fn choose(
             &table.instances,
             &selector.round_robin,
             probing,
-            now,
             |_, i| {
                 matches(i)
                     && (!advertised || i.has_endpoint(endpoint))
@@ -386,8 +416,7 @@ fn record<T>(
             });
         }
         _ => {
-            let now = Instant::now();
-            instance.load.observe(now - start, now);
+            instance.load.observe(start.elapsed());
             if instance.load.succeeded() {
                 selector.mark(Mark::Recovered {
                     id: instance.id.clone(),

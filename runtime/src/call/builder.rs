@@ -199,14 +199,19 @@ impl<'c, M: Message> Call<'c, M> {
             metadata: self.metadata.clone(),
             deadline: self.deadline(),
         };
-        through_layers(client, outgoing, move |metadata, deadline| {
-            let mut call = self;
-            call.metadata = metadata;
-            call.deadline = Some(deadline);
-            // The layers have decided the deadline, own timeout included.
-            call.timeout = None;
-            call.run()
-        })
+        // Boxed: calls without layers should not carry this branch's state in their future.
+        Box::pin(through_layers(
+            client,
+            outgoing,
+            move |metadata, deadline| {
+                let mut call = self;
+                call.metadata = metadata;
+                call.deadline = Some(deadline);
+                // The layers have decided the deadline, own timeout included.
+                call.timeout = None;
+                call.run()
+            },
+        ))
         .await
     }
 

@@ -27,8 +27,13 @@ pub(crate) enum SelectorMsg {
         id: Arc<str>,
         until: Instant,
     },
+    /// Once a second: idle instances' latency fades, the retry budget's clock advances.
+    Tick,
     Report(RpcReplyPort<Vec<InstanceReport>>),
 }
+
+/// How often the actor's timer runs (latency fading, retry budget clock).
+const TICK: std::time::Duration = std::time::Duration::from_secs(1);
 
 struct SelectorActor {
     selector: Arc<Selector>,
@@ -163,9 +168,11 @@ impl Actor for SelectorActor {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<SelectorMsg>,
+        myself: ActorRef<SelectorMsg>,
         _: (),
     ) -> Result<Outliers, ActorProcessingErr> {
+        // The timer ends with the actor.
+        myself.send_interval(TICK, || SelectorMsg::Tick);
         Ok(Outliers::new(self.policy))
     }
 
@@ -183,6 +190,12 @@ impl Actor for SelectorActor {
             }
             SelectorMsg::Mark(mark) => self.eject(&myself, outliers, mark),
             SelectorMsg::ProbeDue { id, until } => self.probe_due(&myself, outliers, id, until),
+            SelectorMsg::Tick => {
+                self.selector.budget.tick(Instant::now());
+                for instance in &self.selector.table().instances {
+                    instance.load.fade(TICK);
+                }
+            }
             SelectorMsg::Report(reply) => {
                 let _ = reply.send(self.report(outliers));
             }
