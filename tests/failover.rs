@@ -381,3 +381,40 @@ async fn the_retry_budget_caps_retries_when_everything_fails() {
     );
     cluster.shutdown().await;
 }
+
+/// A caller's own deadline running out says nothing about the instance: a slow but healthy
+/// instance called with deadlines too short for it is never charged failures nor ejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callers_short_deadline_is_not_held_against_the_instance() {
+    let ca = new_ca();
+    let caller = start(&ca, "caller", None, |b| {
+        b.client_defaults(ejecting_defaults(3))
+    })
+    .await;
+    let s0 = start(&ca, "s0", Some(caller.addr()), |b| b).await;
+    let s1 = start(&ca, "s1", Some(caller.addr()), |b| b).await;
+    let (k0, k1) = (Knobs::new("s0"), Knobs::new("s1"));
+    serve(&s0, &k0).await;
+    serve(&s1, &k1).await;
+    converge(&caller, "both instances", |r| r.instances(SVC).len() == 2).await;
+    k0.slow_ms.store(300, SeqCst);
+    let client = caller.client();
+    for _ in 0..10 {
+        let err = expect_err(
+            client
+                .request(SVC, Slow {})
+                .exclude_node("s1")
+                .timeout(Duration::from_millis(20))
+                .await,
+            "a deadline shorter than the handler",
+        );
+        // The caller gave up (Client), or the server saw the deadline pass while the call
+        // queued behind a slow one (Server): either way, the deadline was the caller's.
+        assert_eq!(err.code(), Code::Timeout, "{err}");
+        assert_ne!(err.origin(), Origin::Handler, "{err}");
+    }
+    let r = report(&client, "s0").await.expect("s0 in the report");
+    assert_eq!(r.health, "healthy", "{r:?}");
+    assert_eq!((r.ejections, r.consecutive_failures), (0, 0), "{r:?}");
+    shutdown_all([s0, s1, caller]).await;
+}

@@ -98,6 +98,12 @@ impl RetryBudget {
         self.slot(self.current.load(Relaxed))[1].fetch_add(1, Relaxed);
     }
 
+    /// Whether a retry would be granted now (as of the last tick), without taking it.
+    pub fn available(&self) -> bool {
+        let (calls, retries) = self.totals(self.current.load(Relaxed));
+        (retries as f64) + 1.0 <= f64::from(self.policy.floor) + self.policy.ratio * calls as f64
+    }
+
     /// Takes one retry from the budget if there is one left.
     pub fn try_withdraw(&self, now: Instant) -> bool {
         self.tick(now);

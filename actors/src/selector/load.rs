@@ -20,6 +20,9 @@ const UNKNOWN_RTT_NS: u64 = 1_000_000;
 /// Time constant of the fading of an idle instance's latency (Linkerd's default decay).
 pub const FADE_TIME: Duration = Duration::from_secs(10);
 
+/// A weight of one, in 1/1024ths.
+const WHOLE: u32 = 1024;
+
 /// Whether an instance takes calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Health {
@@ -39,6 +42,10 @@ pub struct Load {
     rttvar_ns: AtomicU64,
     /// Whether a latency sample came since the last [`fade`](Load::fade).
     sampled: AtomicBool,
+    /// How much of the latency still counts when comparing instances, in 1/1024ths: fades
+    /// while the instance is idle, back to whole on the next sample. Timeouts use the
+    /// latency itself.
+    weight: AtomicU32,
     consecutive_failures: AtomicU32,
     health: AtomicU8,
     probe_taken: AtomicBool,
@@ -53,6 +60,7 @@ impl Default for Load {
             srtt_ns: AtomicU64::new(0),
             rttvar_ns: AtomicU64::new(0),
             sampled: AtomicBool::new(false),
+            weight: AtomicU32::new(WHOLE),
             consecutive_failures: AtomicU32::new(0),
             health: AtomicU8::new(0),
             probe_taken: AtomicBool::new(false),
@@ -94,6 +102,9 @@ impl Load {
     /// Folds one measured round trip into the smoothed estimate (RFC 6298, α = 1/8, β = 1/4).
     pub fn observe(&self, rtt: Duration) {
         self.sampled.store(true, Relaxed);
+        if self.weight.load(Relaxed) != WHOLE {
+            self.weight.store(WHOLE, Relaxed);
+        }
         let r = rtt.as_nanos().min(u128::from(u64::MAX / 8)) as u64;
         let srtt = self.srtt_ns.load(Relaxed);
         if srtt == 0 {
@@ -137,7 +148,7 @@ impl Load {
     pub fn cost(&self) -> u64 {
         let rtt = match self.srtt_ns.load(Relaxed) {
             0 => UNKNOWN_RTT_NS,
-            ns => ns,
+            ns => ns * u64::from(self.weight.load(Relaxed)) / u64::from(WHOLE),
         };
         rtt.saturating_mul(u64::from(self.outstanding()) + 1)
     }
@@ -148,11 +159,11 @@ impl Load {
         if self.sampled.swap(false, Relaxed) {
             return;
         }
-        let srtt = self.srtt_ns.load(Relaxed);
-        if srtt > 1 {
+        let weight = self.weight.load(Relaxed);
+        if weight > 1 {
             let factor = (-tick.as_secs_f64() / FADE_TIME.as_secs_f64()).exp();
-            self.srtt_ns
-                .store(((srtt as f64 * factor) as u64).max(1), Relaxed);
+            self.weight
+                .store(((f64::from(weight) * factor) as u32).max(1), Relaxed);
         }
     }
 
@@ -264,13 +275,14 @@ mod tests {
         // Sampled since the last tick: no fading.
         load.fade(FADE_TIME);
         assert_eq!(load.cost(), 10_000_000);
-        // Idle for one time constant: e^-1 of it.
+        // Idle for one time constant: e^-1 of it (in 1/1024ths), for comparisons only.
         load.fade(FADE_TIME);
         let faded = load.cost();
         assert!((3_670_000..=3_690_000).contains(&faded), "{faded}");
-        // A new sample pulls it back up (by 1/8 of the gap, as RFC 6298 smooths).
+        assert_eq!(load.srtt(), Some(Duration::from_millis(10)));
+        // A new sample makes it count whole again.
         load.observe(Duration::from_millis(10));
-        assert!(load.cost() > faded);
+        assert_eq!(load.cost(), 10_000_000);
     }
 
     #[test]

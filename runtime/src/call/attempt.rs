@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use colony_actors::selector::{pick, random_unit, Strategy};
+use colony_actors::selector::{pick, random_below, random_unit, Strategy};
 
 use super::exchange::{exchange, Target};
 use super::route::Filter;
@@ -28,6 +28,8 @@ pub(crate) struct Failure {
     pub(crate) error: Error,
     /// False only when the request provably never reached a handler.
     pub(crate) delivered: bool,
+    /// The attempt was abandoned at its cutoff, far past its instance's usual latency.
+    abandoned: bool,
 }
 
 impl Failure {
@@ -35,6 +37,7 @@ impl Failure {
         Self {
             error,
             delivered: true,
+            abandoned: false,
         }
     }
 
@@ -42,6 +45,7 @@ impl Failure {
         Self {
             error,
             delivered: false,
+            abandoned: false,
         }
     }
 
@@ -54,21 +58,22 @@ impl Failure {
         Self {
             error,
             delivered: !refused,
+            abandoned: false,
         }
     }
 
     /// Whether the failure speaks against the instance (counts towards its ejection): it is
-    /// unavailable, its runtime failed, or it did not answer in time. A handler's own answers
-    /// (bad request, not found, conflict...) say the instance works.
+    /// unavailable, its runtime failed, it refused our certificate, or it was abandoned far past
+    /// its usual latency. A handler's own answers (bad request, not found, conflict...) say the
+    /// instance works, and a call's own deadline running out says nothing about the instance.
     fn is_instance_trouble(&self) -> bool {
-        matches!(
-            (self.error.code(), self.error.origin()),
-            (Code::Unavailable, _)
-                | (
-                    Code::Internal | Code::Timeout,
-                    Origin::Server | Origin::Client
-                )
-        )
+        self.abandoned
+            || matches!(
+                (self.error.code(), self.error.origin()),
+                (Code::Unavailable, _)
+                    | (Code::Internal, Origin::Server | Origin::Client)
+                    | (Code::Unauthorized, Origin::Client)
+            )
     }
 
     /// Whether another attempt may be made: always when the request was not delivered; after
@@ -101,6 +106,10 @@ pub(crate) trait Payload: Send {
 
     /// The encoded request and its codec, for an attempt on another node.
     fn encoded(&mut self) -> Result<(Bytes, ContentType), Error>;
+
+    /// Whether another attempt can still carry the request (a non-idempotent request handed to
+    /// serve layers that refused it is gone).
+    fn can_resend(&self) -> bool;
 
     fn decode(
         ct: ContentType,
@@ -138,11 +147,33 @@ pub(crate) async fn run<P: Payload>(
     selector.budget.deposit();
     let mut tried: Vec<Arc<str>> = Vec::new();
     let mut retries = 0;
+    let mut last_failure: Option<Failure> = None;
     loop {
-        let instance = choose(&selector, &plan, payload.endpoint(), &tried)?;
-        // The last attempt the call may make runs to the deadline: abandoning it for being
-        // slow could only turn a late answer into a failure.
-        let last = retries >= plan.retries;
+        if Instant::now() >= plan.deadline {
+            return Err(last_failure.map_or_else(
+                || {
+                    Error::client(
+                        Code::Timeout,
+                        "the call's deadline passed before it was sent",
+                    )
+                },
+                |f| f.error,
+            ));
+        }
+        let (instance, peers) = match choose(&selector, &plan, payload.endpoint(), &tried) {
+            Ok(chosen) => chosen,
+            // The table emptied during the call: the real failure says more.
+            Err(e) => return Err(last_failure.map_or(e, |f| f.error)),
+        };
+        // An attempt is cut short only when another can follow it: not the last one the call
+        // may make, not the only instance, not with the retry budget spent.
+        let shape = Shape {
+            timed: peers > 1,
+            cut: plan.idempotent
+                && peers > 1
+                && retries < plan.retries
+                && selector.budget.available(),
+        };
         let hedge_after = plan.hedge.then(|| hedge_delay(caller, &instance)).flatten();
         let outcome = match hedge_after {
             None => {
@@ -152,7 +183,7 @@ pub(crate) async fn run<P: Payload>(
                     instance.clone(),
                     &mut payload,
                     &plan,
-                    last,
+                    shape,
                 )
                 .await
             }
@@ -162,7 +193,7 @@ pub(crate) async fn run<P: Payload>(
                     caller,
                     selector: &selector,
                     plan: &plan,
-                    last,
+                    shape,
                 };
                 Box::pin(hedged.run(instance.clone(), delay, &mut payload, &mut tried)).await
             }
@@ -176,6 +207,7 @@ pub(crate) async fn run<P: Payload>(
         let pause = backoff(caller, retries);
         if retries > plan.retries
             || !failure.may_retry(plan.idempotent, instance.has_endpoint(payload.endpoint()))
+            || !payload.can_resend()
             || now + pause >= plan.deadline
             || !selector.budget.try_withdraw(now)
         {
@@ -185,8 +217,18 @@ pub(crate) async fn run<P: Payload>(
         if !tried.contains(&instance.id) {
             tried.push(instance.id.clone());
         }
+        last_failure = Some(failure);
         tokio::time::sleep(pause).await;
     }
+}
+
+/// How one attempt runs.
+#[derive(Clone, Copy)]
+struct Shape {
+    /// Measure its latency: only worth it when there is a choice to inform.
+    timed: bool,
+    /// Abandon it at its instance's cutoff (idempotent calls that can go elsewhere).
+    cut: bool,
 }
 
 /// A hedged attempt: the first instance, and after `delay` without an answer a second one.
@@ -194,7 +236,7 @@ struct Hedged<'a> {
     caller: &'a Caller,
     selector: &'a Selector,
     plan: &'a Plan<'a>,
-    last: bool,
+    shape: Shape,
 }
 
 impl<'a> Hedged<'a> {
@@ -209,23 +251,26 @@ impl<'a> Hedged<'a> {
             caller,
             selector,
             plan,
-            last,
+            shape,
         } = self;
-        let first = launch(caller, selector, instance.clone(), payload, plan, last);
+        let first = launch(caller, selector, instance.clone(), payload, plan, shape);
         let mut first = std::pin::pin!(first);
         tokio::select! {
+            // An answer already there wins over a hedge.
+            biased;
             outcome = &mut first => outcome,
             _ = tokio::time::sleep(delay) => {
                 tried.push(instance.id.clone());
                 let second = choose(selector, plan, payload.endpoint(), tried)
                     .ok()
+                    .map(|(other, _)| other)
                     .filter(|other| other.id != instance.id)
                     .filter(|_| selector.budget.try_withdraw(Instant::now()));
                 match second {
                     Some(other) => {
                         tracing::debug!(service = plan.service, first = %instance.id, hedge = %other.id, "hedging");
                         tried.push(other.id.clone());
-                        let second = launch(caller, selector, other, payload, plan, last);
+                        let second = launch(caller, selector, other, payload, plan, shape);
                         first_success(first, second).await
                     }
                     None => first.await,
@@ -276,7 +321,7 @@ fn choose(
     plan: &Plan<'_>,
     endpoint: &str,
     tried: &[Arc<str>],
-) -> Result<Arc<Instance>, Error> {
+) -> Result<(Arc<Instance>, usize), Error> {
     let table = selector.table();
     let matches = |i: &Instance| plan.filter.is_empty() || plan.filter.admits(i);
     let probing = selector.any_probing();
@@ -298,9 +343,9 @@ fn choose(
         .into_iter()
         .filter(|(_, untried)| *untried || !tried.is_empty())
         .find_map(|(advertised, untried)| pick_where(advertised, untried))
-        .or_else(|| table.instances.iter().position(|i| matches(i)));
+        .or_else(|| any_match(&table.instances, matches));
     match chosen {
-        Some(i) => Ok(table.instances[i].clone()),
+        Some(i) => Ok((table.instances[i].clone(), table.instances.len())),
         None if table.instances.is_empty() => Err(Error::client(
             Code::NotFound,
             format!("no instance of service {} in the cluster", plan.service),
@@ -315,6 +360,14 @@ fn choose(
     }
 }
 
+/// A random instance among those `matches` admits, whatever their health.
+fn any_match(instances: &[Arc<Instance>], matches: impl Fn(&Instance) -> bool) -> Option<usize> {
+    let all: Vec<usize> = (0..instances.len())
+        .filter(|&i| matches(&instances[i]))
+        .collect();
+    (!all.is_empty()).then(|| all[random_below(all.len())])
+}
+
 /// Starts one attempt on `instance`; the returned future runs it and records what it taught.
 fn launch<'a, P: Payload>(
     caller: &'a Caller,
@@ -322,20 +375,19 @@ fn launch<'a, P: Payload>(
     instance: Arc<Instance>,
     payload: &mut P,
     plan: &'a Plan<'a>,
-    last: bool,
+    shape: Shape,
 ) -> impl Future<Output = Result<P::Reply, Failure>> + 'a {
-    let start = Instant::now();
+    let start = shape.timed.then(Instant::now);
     // An idempotent attempt that takes far longer than its instance usually does is abandoned
     // for another instance: a silently dead node must not hold the call until gossip notices.
-    // Not the last attempt, which has no other instance to be abandoned for.
-    let cutoff = (plan.idempotent && !last)
-        .then(|| {
+    let cutoff = start
+        .filter(|_| shape.cut)
+        .and_then(|start| {
             instance
                 .load
                 .attempt_timeout(caller.defaults.min_attempt_timeout)
+                .map(|t| start + t)
         })
-        .flatten()
-        .map(|t| start + t)
         .filter(|t| *t < plan.deadline);
     let local = instance.local.as_ref().map(|handle| {
         let ctx = Context {
@@ -385,14 +437,18 @@ fn launch<'a, P: Payload>(
             Some(cutoff) => tokio::time::timeout_at(cutoff.into(), attempt)
                 .await
                 .unwrap_or_else(|_| {
-                    Err(Failure::delivered(Error::client(
-                        Code::Timeout,
-                        format!(
-                            "{} gave no answer within {:?}, far beyond its usual latency",
-                            instance.id,
-                            cutoff - start
-                        ),
-                    )))
+                    let waited = start.map_or(Duration::ZERO, |s| cutoff - s);
+                    Err(Failure {
+                        abandoned: true,
+                        ..Failure::delivered(Error::client(
+                            Code::Timeout,
+                            format!(
+                                "{} gave no answer within {waited:?}, far beyond its usual \
+                                 latency",
+                                instance.id
+                            ),
+                        ))
+                    })
                 }),
         };
         record(selector, &instance, &outcome, start);
@@ -405,21 +461,23 @@ fn record<T>(
     selector: &Selector,
     instance: &Instance,
     outcome: &Result<T, Failure>,
-    start: Instant,
+    start: Option<Instant>,
 ) {
     match outcome {
         Err(failure) if failure.is_instance_trouble() => {
             let run = instance.load.failed();
             selector.mark(Mark::Failed {
-                id: instance.id.clone(),
+                key: instance.key.clone(),
                 run,
             });
         }
         _ => {
-            instance.load.observe(start.elapsed());
+            if let Some(start) = start {
+                instance.load.observe(start.elapsed());
+            }
             if instance.load.succeeded() {
                 selector.mark(Mark::Recovered {
-                    id: instance.id.clone(),
+                    key: instance.key.clone(),
                 });
             }
         }

@@ -121,9 +121,10 @@ async fn exchange_unbounded(
             };
             // Not acknowledged: the server never had the whole request (see the note on
             // `acknowledged` and docs/architecture.md for the one ambiguous case).
-            Failure {
-                error,
-                delivered: acknowledged(send),
+            if acknowledged(send) {
+                Failure::delivered(error)
+            } else {
+                Failure::not_delivered(error)
             }
         }
     };

@@ -129,6 +129,10 @@ impl<M: Message> Payload for Typed<M> {
         Ok((bytes, ct))
     }
 
+    fn can_resend(&self) -> bool {
+        self.request.is_some() || self.encoded.is_some()
+    }
+
     fn decode(ct: ContentType, reply: &Bytes, from: SocketAddr) -> Result<M::Reply, Error> {
         ct.decode::<M::Reply>(reply).map_err(|e| {
             Error::client(
@@ -181,6 +185,10 @@ impl Payload for Json {
 
     fn encoded(&mut self) -> Result<(Bytes, ContentType), Error> {
         Ok((self.body.clone(), ContentType::Json))
+    }
+
+    fn can_resend(&self) -> bool {
+        true
     }
 
     fn decode(_: ContentType, reply: &Bytes, _: SocketAddr) -> Result<Bytes, Error> {

@@ -20,6 +20,14 @@ impl VersionFilter {
         if semver::Version::parse(text).is_ok() || text.is_empty() {
             return Ok(Self::Exact(text.to_string()));
         }
+        // A range starts with an operator or a digit, or lists comparators; anything else
+        // (`canary`, `v2`) is a version name, compared as text.
+        let looks_like_range = text.starts_with(['^', '~', '=', '<', '>', '*'])
+            || text.starts_with(|c: char| c.is_ascii_digit())
+            || text.contains(',');
+        if !looks_like_range {
+            return Ok(Self::Exact(text.to_string()));
+        }
         semver::VersionReq::parse(text)
             .map(Self::Range)
             .map_err(|e| {
@@ -114,7 +122,10 @@ mod tests {
             VersionFilter::parse(">=1.0, <2"),
             Ok(VersionFilter::Range(_))
         ));
-        let err = VersionFilter::parse("one point two").unwrap_err();
+        let err = VersionFilter::parse(">=1.0 <<2").unwrap_err();
         assert_eq!(err.code(), Code::BadRequest);
+        assert!(
+            matches!(VersionFilter::parse("canary"), Ok(VersionFilter::Exact(v)) if v == "canary")
+        );
     }
 }

@@ -66,10 +66,11 @@ pub(super) async fn serve(
         .take();
     match (chained, outcome) {
         (Ok(()), Some(outcome)) => outcome,
-        // The delivery's own error, passed through by the layers: as it was.
-        (Err(e), Some(Err(inner))) if e == inner => Err(e),
-        // A layer's own refusal.
-        (Err(e), _) => Err(e.with_origin(Origin::Server)),
+        // Delivered: whatever a layer made of the outcome keeps its origin (the call ran, and
+        // must not look like a refusal a caller may safely send elsewhere).
+        (Err(e), Some(_)) => Err(e),
+        // A layer's own refusal, before delivery.
+        (Err(e), None) => Err(e.with_origin(Origin::Server)),
         (Ok(()), None) => Err(Error::server(
             Code::Internal,
             "a serve layer returned Ok without delivering the call",

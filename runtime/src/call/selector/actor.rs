@@ -13,9 +13,10 @@ use super::{InstanceReport, Selector};
 #[derive(Debug)]
 pub(crate) enum Mark {
     /// A failure that counts against the instance's health; `run` failures in a row so far.
-    Failed { id: Arc<str>, run: u32 },
+    /// `key` names the incarnation (`Instance::key`).
+    Failed { key: Arc<str>, run: u32 },
     /// A success after failures, or a probe's success.
-    Recovered { id: Arc<str> },
+    Recovered { key: Arc<str> },
 }
 
 pub(crate) enum SelectorMsg {
@@ -24,7 +25,7 @@ pub(crate) enum SelectorMsg {
     Mark(Mark),
     /// An ejection may have ended.
     ProbeDue {
-        id: Arc<str>,
+        key: Arc<str>,
         until: Instant,
     },
     /// Once a second: idle instances' latency fades, the retry budget's clock advances.
@@ -62,10 +63,11 @@ impl SelectorActor {
         let selector = &self.selector;
         let table = selector.table();
         match mark {
-            Mark::Failed { id, run } => {
-                let Some(instance) = table.find(&id) else {
+            Mark::Failed { key, run } => {
+                let Some(instance) = table.incarnation(&key) else {
                     return;
                 };
+                let id = &instance.id;
                 let was_probing = instance.load.health() == Health::Probing;
                 if instance.load.health() == Health::Ejected {
                     return;
@@ -76,13 +78,13 @@ impl SelectorActor {
                     .filter(|i| i.load.is_healthy())
                     .count()
                     + usize::from(was_probing);
-                match outliers.failed(&id, run, available, Instant::now()) {
+                match outliers.failed(&key, run, available, Instant::now()) {
                     Verdict::Eject { until, ejections } => {
                         instance.load.set_health(Health::Ejected);
                         selector.recount_probing(&table);
                         let period = until.saturating_duration_since(Instant::now());
                         tracing::warn!(service = %selector.service, instance = %id, run, ejections, ?period, "instance ejected after consecutive failures");
-                        myself.send_after(period, move || SelectorMsg::ProbeDue { id, until });
+                        myself.send_after(period, move || SelectorMsg::ProbeDue { key, until });
                     }
                     // Logged at the threshold, then at doubling runs: a failing last instance
                     // must not flood the log.
@@ -94,13 +96,19 @@ impl SelectorActor {
                     Verdict::SpareLast | Verdict::Keep | Verdict::Restore => {}
                 }
             }
-            Mark::Recovered { id } => {
-                if let Verdict::Restore = outliers.succeeded(&id, Instant::now()) {
-                    if let Some(instance) = table.find(&id) {
-                        instance.load.set_health(Health::Healthy);
-                        selector.recount_probing(&table);
-                        tracing::info!(service = %selector.service, instance = %id, "probe succeeded: instance back in rotation");
-                    }
+            Mark::Recovered { key } => {
+                // Only a probe's success restores: a call that was already in flight when the
+                // instance was ejected proves nothing.
+                let Some(instance) = table.incarnation(&key) else {
+                    return;
+                };
+                if instance.load.health() != Health::Probing {
+                    return;
+                }
+                if let Verdict::Restore = outliers.succeeded(&key, Instant::now()) {
+                    instance.load.set_health(Health::Healthy);
+                    selector.recount_probing(&table);
+                    tracing::info!(service = %selector.service, instance = %instance.id, "probe succeeded: instance back in rotation");
                 }
             }
         }
@@ -110,22 +118,25 @@ impl SelectorActor {
         &self,
         myself: &ActorRef<SelectorMsg>,
         outliers: &Outliers,
-        id: Arc<str>,
+        key: Arc<str>,
         until: Instant,
     ) {
-        if outliers.ejected_until(&id) != Some(until) {
+        if outliers.ejected_until(&key) != Some(until) {
             return; // Restored or ejected again since this timer was set.
         }
         let table = self.selector.table();
-        let Some(instance) = table.find(&id) else {
+        let Some(instance) = table.incarnation(&key) else {
             return;
         };
+        let first = instance.load.health() == Health::Ejected;
         // Also re-arms a probe whose call never reported back (its caller gave up).
         instance.load.set_health(Health::Probing);
         self.selector.recount_probing(&table);
-        tracing::info!(service = %self.selector.service, instance = %id, "ejection over: probing");
+        if first {
+            tracing::info!(service = %self.selector.service, instance = %instance.id, "ejection over: probing");
+        }
         myself.send_after(self.policy.base_ejection, move || SelectorMsg::ProbeDue {
-            id,
+            key,
             until,
         });
     }
@@ -149,10 +160,10 @@ impl SelectorActor {
                     latency_us: i.load.srtt().map(|d| d.as_micros() as u64),
                     consecutive_failures: i.load.consecutive_failures(),
                     ejected_for_ms: (health == Health::Ejected)
-                        .then(|| outliers.ejected_until(&i.id))
+                        .then(|| outliers.ejected_until(&i.key))
                         .flatten()
                         .map(|t| t.saturating_duration_since(now).as_millis() as u64),
-                    ejections: outliers.ejections(&i.id),
+                    ejections: outliers.ejections(&i.key),
                     calls,
                     failures,
                 }
@@ -186,10 +197,10 @@ impl Actor for SelectorActor {
             SelectorMsg::Refresh => {
                 self.selector.rebuild(false);
                 let table = self.selector.table();
-                outliers.retain(|id| table.find(id).is_some());
+                outliers.retain(|key| table.incarnation(key).is_some());
             }
             SelectorMsg::Mark(mark) => self.eject(&myself, outliers, mark),
-            SelectorMsg::ProbeDue { id, until } => self.probe_due(&myself, outliers, id, until),
+            SelectorMsg::ProbeDue { key, until } => self.probe_due(&myself, outliers, key, until),
             SelectorMsg::Tick => {
                 self.selector.budget.tick(Instant::now());
                 for instance in &self.selector.table().instances {

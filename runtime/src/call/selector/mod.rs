@@ -129,6 +129,8 @@ impl Selector {
 /// Every selector of a node, created on the first call to each service.
 pub(crate) struct Selectors {
     by_service: DashMap<Arc<str>, Arc<Selector>>,
+    /// Set by [`stop_all`](Self::stop_all): no selector starts after the node stopped.
+    stopped: std::sync::atomic::AtomicBool,
     sources: Arc<Sources>,
     defaults: CallDefaults,
 }
@@ -137,6 +139,7 @@ impl Selectors {
     pub(crate) fn new(sources: Sources, defaults: CallDefaults) -> Self {
         Self {
             by_service: DashMap::new(),
+            stopped: std::sync::atomic::AtomicBool::new(false),
             sources: Arc::new(sources),
             defaults,
         }
@@ -147,6 +150,9 @@ impl Selectors {
     pub(crate) fn get(&self, service: &str) -> Option<Arc<Selector>> {
         if let Some(found) = self.by_service.get(service) {
             return Some(found.clone());
+        }
+        if self.stopped.load(Ordering::Acquire) {
+            return None;
         }
         let known = self.sources.services.get(service).is_some()
             || !self.sources.registry.instances(service).is_empty();
@@ -213,6 +219,7 @@ impl Selectors {
 
     /// Stops every selector actor (node shutdown).
     pub(crate) fn stop_all(&self) {
+        self.stopped.store(true, Ordering::Release);
         for entry in &self.by_service {
             if let Some(actor) = entry.value().actor.get() {
                 actor.stop(None);

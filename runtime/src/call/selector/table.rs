@@ -17,6 +17,9 @@ pub(crate) type LocalHandle = (Arc<str>, Arc<dyn LocalService>);
 pub(crate) struct Instance {
     /// `service@node`.
     pub(crate) id: Arc<str>,
+    /// `service@node/addr`: one incarnation. Marks and ejections name this, so a node back at
+    /// another address starts with a clean record.
+    pub(crate) key: Arc<str>,
     pub(crate) node: String,
     pub(crate) addr: SocketAddr,
     pub(crate) version: String,
@@ -39,6 +42,7 @@ impl Instance {
         Self {
             id_hash: stable_hash(ad.id.as_bytes()),
             id: ad.id.as_str().into(),
+            key: format!("{}/{}", ad.id, ad.addr).into(),
             semver: semver::Version::parse(&ad.version).ok(),
             node: ad.node.clone(),
             addr: ad.addr,
@@ -105,6 +109,11 @@ pub(crate) struct Table {
 impl Table {
     pub(crate) fn find(&self, id: &str) -> Option<&Arc<Instance>> {
         self.instances.iter().find(|i| &*i.id == id)
+    }
+
+    /// The incarnation named `key`.
+    pub(crate) fn incarnation(&self, key: &str) -> Option<&Arc<Instance>> {
+        self.instances.iter().find(|i| &*i.key == key)
     }
 }
 
