@@ -24,8 +24,8 @@ pub struct CallDefaults {
     /// Shortest per-attempt timeout of an idempotent call (default 50 ms). An idempotent
     /// attempt gets `srtt + 4·rttvar` of its instance (TCP's retransmission timeout), at least
     /// this, before it is abandoned for another instance; a silently dead node then costs one
-    /// such wait instead of the whole deadline. The last attempt a call may make is never cut
-    /// short: it has no other instance to be abandoned for.
+    /// such wait instead of the whole deadline. An attempt is cut only when another can follow it
+    /// (another instance, retries and retry budget left).
     pub min_attempt_timeout: Duration,
     /// Shortest wait before a hedged call sends its second attempt (default 5 ms); the wait is
     /// the first instance's `srtt + 2·rttvar` (about its 95th percentile) when longer.
