@@ -417,14 +417,16 @@ fn launch<'a, P: Payload>(
                         service: plan.service,
                         endpoint: &endpoint,
                     };
-                    let reply = exchange(
+                    // Boxed: the network exchange's state is large, and would otherwise be
+                    // carried (and copied) by every local call's future too.
+                    let reply = Box::pin(exchange(
                         caller,
                         target,
                         ct,
                         &body,
                         plan.metadata.clone(),
                         plan.deadline,
-                    )
+                    ))
                     .await?;
                     P::decode(ct, &reply, instance.addr).map_err(Failure::delivered)
                 }

@@ -262,7 +262,9 @@ impl<'c, M: Message> Call<'c, M> {
                     service: self.service,
                     endpoint: M::ENDPOINT,
                 };
-                match exchange(caller, target, ct, &body, self.metadata, deadline).await {
+                let exchanged =
+                    Box::pin(exchange(caller, target, ct, &body, self.metadata, deadline)).await;
+                match exchanged {
                     Ok(reply) => Typed::<M>::decode(ct, &reply, addr).map_err(Failure::delivered),
                     Err(failure) => Err(failure),
                 }
