@@ -3,7 +3,7 @@
 use std::sync::Mutex;
 
 use super::endpoints::AnyBox;
-use super::local::{await_reply, LocalService};
+use super::local::{dispatch_and_wait, LocalService};
 use crate::context::Context;
 use crate::error::{Code, Error, Origin};
 use crate::layer::{BoxFuture, ServeCore, ServeNext};
@@ -32,11 +32,8 @@ impl ServeCore for Deliver<'_> {
                     "a serve layer ran the rest of the chain twice",
                 ));
             };
-            let deadline = ctx.deadline;
-            let outcome = match self.service.dispatch(self.endpoint, request, ctx) {
-                Ok(pending) => await_reply(pending, deadline, self.endpoint, self.waiter).await,
-                Err(refused) => Err(refused.error),
-            };
+            let outcome =
+                dispatch_and_wait(self.service, self.endpoint, request, ctx, self.waiter).await;
             let result = outcome.as_ref().map(|_| ()).map_err(Clone::clone);
             *self.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
             result

@@ -238,14 +238,25 @@ pub(crate) async fn deliver(
     ctx: Context,
     waiter: Origin,
 ) -> Result<AnyBox, Error> {
-    let deadline = ctx.deadline;
     if service.layers().is_empty() {
-        let pending = service
-            .dispatch(endpoint, request, ctx)
-            .map_err(|r| r.error)?;
-        return await_reply(pending, deadline, endpoint, waiter).await;
+        return dispatch_and_wait(service, endpoint, request, ctx, waiter).await;
     }
     super::layered::serve(service, endpoint, request, ctx, waiter).await
+}
+
+/// Hands the request to an instance and waits for its reply until the call's deadline.
+pub(super) async fn dispatch_and_wait(
+    service: &dyn LocalService,
+    endpoint: &str,
+    request: AnyBox,
+    ctx: Context,
+    waiter: Origin,
+) -> Result<AnyBox, Error> {
+    let deadline = ctx.deadline;
+    let pending = service
+        .dispatch(endpoint, request, ctx)
+        .map_err(|r| r.error)?;
+    await_reply(pending, deadline, endpoint, waiter).await
 }
 
 /// The caller's typed value out of an instance's reply.
