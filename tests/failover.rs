@@ -2,6 +2,7 @@
 //! retries on another instance (always when undelivered, after delivery only for idempotent
 //! calls), and the retry budget. Helpers and the `svc` service: `tests/support/selection.rs`.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::time::Duration;
@@ -416,5 +417,51 @@ async fn a_callers_short_deadline_is_not_held_against_the_instance() {
     let r = report(&client, "s0").await.expect("s0 in the report");
     assert_eq!(r.health, "healthy", "{r:?}");
     assert_eq!((r.ejections, r.consecutive_failures), (0, 0), "{r:?}");
+    shutdown_all([s0, s1, caller]).await;
+}
+
+/// A hedged call whose first instance is slow is answered by a second instance: every call
+/// routed to the slow one first still gets its answer from the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hedged_call_is_answered_elsewhere_when_the_first_instance_is_slow() {
+    let ca = new_ca();
+    let caller = start(&ca, "caller", None, |b| {
+        b.client_defaults(CallDefaults {
+            strategy: Strategy::RoundRobin,
+            // No attempt is abandoned here: only the hedge can move a call off the slow one.
+            min_attempt_timeout: Duration::from_secs(5),
+            ..CallDefaults::default()
+        })
+    })
+    .await;
+    let s0 = start(&ca, "s0", Some(caller.addr()), |b| b).await;
+    let s1 = start(&ca, "s1", Some(caller.addr()), |b| b).await;
+    let (k0, k1) = (Knobs::new("s0"), Knobs::new("s1"));
+    serve(&s0, &k0).await;
+    serve(&s1, &k1).await;
+    converge(&caller, "both instances", |r| r.instances(SVC).len() == 2).await;
+    let client = caller.client();
+    // Both answer at once first, so each has a latency estimate: the hedge waits about the
+    // first instance's 95th percentile.
+    for _ in 0..20 {
+        client.request(SVC, Slow {}).await.expect("warm-up call");
+    }
+    k0.slow_ms.store(500, SeqCst);
+    let started_on_s0 = k0.executed();
+    let mut answered: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..10 {
+        let answer = client
+            .request(SVC, Slow {})
+            .hedge()
+            .timeout(Duration::from_secs(10))
+            .await
+            .expect("hedged call");
+        *answered.entry(answer.node).or_default() += 1;
+    }
+    assert_eq!(answered.get("s1"), Some(&10), "{answered:?}");
+    assert!(
+        k0.executed() > started_on_s0,
+        "round-robin sent first attempts to s0, and their hedges answered: {answered:?}"
+    );
     shutdown_all([s0, s1, caller]).await;
 }
