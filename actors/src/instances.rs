@@ -54,7 +54,9 @@ impl<M: ractor::Message> Instances<M> {
             match slot.actor.send_message(msg) {
                 Ok(()) => return Ok(()),
                 Err(MessagingErr::SendErr(back)) => {
-                    slot.depth.fetch_sub(1, Ordering::Relaxed);
+                    // This incarnation has stopped (its supervisor will replace the slot and its
+                    // counter): make it look full so the next try goes elsewhere.
+                    slot.depth.store(u32::MAX / 2, Ordering::Relaxed);
                     msg = back;
                 }
                 Err(_) => unreachable!("send_message only fails with SendErr"),
