@@ -147,3 +147,62 @@ async fn a_panic_in_one_instance_leaves_the_others_serving() {
     b.shutdown().await;
     a.shutdown().await;
 }
+
+/// When an instance panics, the calls queued behind it never ran: their callers get
+/// `Unavailable` from the server (safe to send elsewhere), not `Internal` like the call that was
+/// running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_queued_behind_a_panic_are_unavailable_not_internal() {
+    let ca = new_ca();
+    let a = start_node(&ca, "a").await;
+    let fixture = start_fixture(&a, "panicky", 1).await;
+    let client = a.client();
+    let here = a.addr();
+    // One instance, busy with a held call...
+    let held = tokio::spawn({
+        let client = client.clone();
+        async move {
+            let hold = Hold {
+                tag: "first".into(),
+            };
+            client.call_at(here, "panicky", hold).await
+        }
+    });
+    wait_until(|| fixture.stats.started_count() == 1, "the held call runs").await;
+    // ...then a panic and an echo queued behind it, in that order: in-process calls enter the
+    // mailbox when first polled, and `join!` polls them in order.
+    let panic = client.call_at(here, "panicky", Panic {});
+    let echo = client.call_at(
+        here,
+        "panicky",
+        Echo {
+            text: "never ran".into(),
+        },
+    );
+    let opened = async {
+        tokio::task::yield_now().await;
+        fixture.stats.open_gate();
+    };
+    let (panicked, queued, ()) = within("the queued calls", async {
+        tokio::join!(panic, echo, opened)
+    })
+    .await;
+    within("the held call", held)
+        .await
+        .unwrap()
+        .expect("held call");
+    let panicked = expect_err(panicked, "panic");
+    assert_eq!(
+        (panicked.code(), panicked.origin()),
+        (Code::Internal, Origin::Server),
+        "{panicked}"
+    );
+    let queued = expect_err(queued, "the echo queued behind the panic");
+    assert_eq!(
+        (queued.code(), queued.origin()),
+        (Code::Unavailable, Origin::Server),
+        "a call that never ran: {queued}"
+    );
+    wait_restarted(&fixture, 1, 1).await;
+    a.shutdown().await;
+}

@@ -98,9 +98,10 @@ impl<M: Message> Payload for Typed<M> {
         };
         async move {
             let reply = match start {
+                // `Unavailable` from the server side here means the call never ran.
                 Start::Sent(pending) => await_reply(pending, deadline, M::ENDPOINT, Origin::Client)
                     .await
-                    .map_err(Failure::delivered)?,
+                    .map_err(Failure::from_reply)?,
                 Start::Layered(service, request, ctx) => {
                     deliver(service.as_ref(), M::ENDPOINT, request, ctx, Origin::Client)
                         .await

@@ -14,7 +14,55 @@ pub(crate) struct Envelope<S> {
     pub(crate) handle: HandleFn<S>,
     pub(crate) request: AnyBox,
     pub(crate) ctx: Context,
-    pub(crate) reply: oneshot::Sender<Result<AnyBox, Error>>,
+    pub(crate) reply: ReplyTo,
+}
+
+/// Where an instance answers one call. Dropped unanswered, it still tells the caller what
+/// happened: a call that never ran (it sat in the mailbox of an instance that stopped or
+/// panicked) gets `Unavailable` from the server, which a caller may safely send elsewhere; a
+/// call whose handler was running (and panicked) gets `Internal`.
+pub(crate) struct ReplyTo {
+    tx: Option<oneshot::Sender<Result<AnyBox, Error>>>,
+    running: bool,
+}
+
+impl ReplyTo {
+    pub(crate) fn new(tx: oneshot::Sender<Result<AnyBox, Error>>) -> Self {
+        Self {
+            tx: Some(tx),
+            running: false,
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.tx.as_ref().is_none_or(|tx| tx.is_closed())
+    }
+
+    fn send(mut self, result: Result<AnyBox, Error>) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(result);
+        }
+    }
+}
+
+impl Drop for ReplyTo {
+    fn drop(&mut self) {
+        let Some(tx) = self.tx.take() else {
+            return;
+        };
+        let error = if self.running {
+            Error::server(
+                Code::Internal,
+                "the instance failed while handling the call",
+            )
+        } else {
+            Error::server(
+                Code::Unavailable,
+                "the instance stopped before the call ran",
+            )
+        };
+        let _ = tx.send(Err(error));
+    }
 }
 
 /// The state of one instance: whatever the user's factory made.
@@ -37,18 +85,20 @@ impl<S: Send + 'static> Behavior for ServiceState<S> {
         }
         if Instant::now() >= ctx.deadline {
             drop(done);
-            let _ = reply.send(Err(Error::server(
+            reply.send(Err(Error::server(
                 Code::Timeout,
                 format!("deadline passed before {} ran", ctx.endpoint),
             )));
             return;
         }
-        // If the handler panics, `reply` is dropped while unwinding and the caller is told
-        // Internal (see `Pending`); the supervisor replaces this instance.
+        let mut reply = reply;
+        reply.running = true;
+        // If the handler panics, `reply` is dropped while unwinding and tells the caller
+        // Internal; the supervisor replaces this instance.
         let result = handle(&mut self.0, request, &ctx).await;
         // Free before the caller hears back: its next call may come here at once.
         drop(done);
         // A handler that forwards an error from a call of its own is still the handler answering.
-        let _ = reply.send(result.map_err(|e| e.with_origin(Origin::Handler)));
+        reply.send(result.map_err(|e| e.with_origin(Origin::Handler)));
     }
 }

@@ -11,7 +11,7 @@ use dashmap::DashMap;
 use tokio::sync::oneshot;
 
 use super::endpoints::{AnyBox, Endpoints, WireCodec};
-use super::instance::Envelope;
+use super::instance::{Envelope, ReplyTo};
 use crate::codec::ContentType;
 use crate::context::Context;
 use crate::error::{Code, Error, Origin};
@@ -95,7 +95,7 @@ impl<S: Send + 'static> LocalService for RunningService<S> {
             handle: route.handle,
             request,
             ctx,
-            reply,
+            reply: ReplyTo::new(reply),
         };
         self.instances
             .send(envelope)
