@@ -122,6 +122,24 @@ impl<M> Instances<M> {
         slots[slot] = actor.map(|(actor, depth)| Slot { actor, depth });
     }
 
+    /// Empties `slot`, handing back its actor.
+    pub(crate) fn take(&self, slot: usize) -> Option<ActorRef<M>> {
+        let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
+        slots[slot].take().map(|s| s.actor)
+    }
+
+    /// The actor in `slot` now (tests aim at one instance with it).
+    #[cfg(test)]
+    pub(crate) fn actor(&self, slot: usize) -> Option<ActorRef<M>> {
+        let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
+        slots[slot].as_ref().map(|s| s.actor.clone())
+    }
+
+    pub(crate) fn is_live(&self, slot: usize) -> bool {
+        let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
+        slots[slot].is_some()
+    }
+
     pub(crate) fn slot_of(&self, id: ractor::ActorId) -> Option<usize> {
         let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
         slots

@@ -49,8 +49,8 @@ mod supervisor;
 pub use behavior::{Behavior, Done};
 pub use instance::Factory;
 pub use instances::Instances;
-pub use restart::{RestartPolicy, RestartStrategy};
-pub use supervisor::{supervise, ServiceSpec, Supervised};
+pub use restart::{ChildPolicy, RestartPolicy, RestartStrategy};
+pub use supervisor::{supervise, ServiceSpec, Supervised, SupervisorMsg};
 
 /// ractor, re-exported so users of [`Instances`] name the same `ActorRef` type.
 pub use ractor;

@@ -1,50 +1,101 @@
-//! How a supervisor reacts to a failed child, and how often it may.
+//! How a supervisor reacts to a failed child, and how often it may: plain decisions, no actors.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// Which children a supervisor restarts when one fails.
-///
-/// Only one-for-one exists today; the enum is where one-for-all and rest-for-one will go.
+use crate::selector::random_unit;
+
+/// Which children a supervisor restarts when one exits and is to be restarted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum RestartStrategy {
-    /// Restart only the child that failed (OTP's `one_for_one`).
+    /// Restart only the child that exited (OTP's `one_for_one`).
     #[default]
     OneForOne,
+    /// Stop every other child and restart them all (OTP's `one_for_all`): for instances that
+    /// only make sense together.
+    OneForAll,
+    /// Stop the children started after it and restart it and them, in order (OTP's
+    /// `rest_for_one`).
+    RestForOne,
 }
 
-/// A supervisor restarts failed children until more than `max_restarts` happen within
-/// `within`; then it gives up and stops, like OTP's intensity and period.
+/// Whether a child that exited is restarted at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ChildPolicy {
+    /// Always restarted, after a failure or a normal stop.
+    #[default]
+    Permanent,
+    /// Restarted only after a failure (a panic), not after a normal stop.
+    Transient,
+    /// Never restarted.
+    Temporary,
+}
+
+/// A supervisor restarts exited children until more than `max_restarts` happen within
+/// `within`; then it gives up and stops, like OTP's intensity and period. Restarts wait an
+/// exponential backoff with full jitter, from `backoff` up to `max_backoff`, growing with the
+/// restarts already in the window, so a crash loop does not spin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RestartPolicy {
     /// Which children restart.
     pub strategy: RestartStrategy,
+    /// Whether an exited child restarts at all.
+    pub child: ChildPolicy,
     /// Restarts allowed inside the window.
     pub max_restarts: u32,
     /// The sliding window.
     pub within: Duration,
+    /// Longest wait before the first restart in a quiet window (default 10 ms).
+    pub backoff: Duration,
+    /// Longest wait before any restart (default 5 s).
+    pub max_backoff: Duration,
 }
 
 impl Default for RestartPolicy {
     fn default() -> Self {
         Self {
             strategy: RestartStrategy::OneForOne,
+            child: ChildPolicy::Permanent,
             max_restarts: 10,
             within: Duration::from_secs(60),
+            backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_secs(5),
         }
     }
 }
 
-/// Restarts recently spent, kept to decide whether one more is allowed.
+impl RestartPolicy {
+    /// The slots to restart, in order, when the child in `slot` of `count` exits (`failed`: it
+    /// panicked or failed to start, rather than stopping normally). Empty: restart nothing.
+    pub(crate) fn slots_to_restart(&self, slot: usize, count: usize, failed: bool) -> Vec<usize> {
+        let restart = match self.child {
+            ChildPolicy::Permanent => true,
+            ChildPolicy::Transient => failed,
+            ChildPolicy::Temporary => false,
+        };
+        if !restart {
+            return Vec::new();
+        }
+        match self.strategy {
+            RestartStrategy::OneForOne => vec![slot],
+            RestartStrategy::OneForAll => (0..count).collect(),
+            RestartStrategy::RestForOne => (slot..count).collect(),
+        }
+    }
+}
+
+/// Restarts recently spent, kept to decide whether one more is allowed and how long it waits.
 #[derive(Debug, Default)]
 pub(crate) struct RestartBudget {
     recent: VecDeque<Instant>,
 }
 
 impl RestartBudget {
-    /// Records a restart at `now` if the policy allows it.
-    pub(crate) fn try_spend(&mut self, policy: &RestartPolicy, now: Instant) -> bool {
+    /// Records a restart at `now` if the policy allows it; returns how long to wait before it
+    /// (full jitter below `backoff · 2^(restarts already in the window)`, capped).
+    pub(crate) fn try_spend(&mut self, policy: &RestartPolicy, now: Instant) -> Option<Duration> {
         while let Some(&oldest) = self.recent.front() {
             if now.duration_since(oldest) > policy.within {
                 self.recent.pop_front();
@@ -53,10 +104,14 @@ impl RestartBudget {
             }
         }
         if self.recent.len() as u32 >= policy.max_restarts {
-            return false;
+            return None;
         }
+        let ceiling = policy
+            .backoff
+            .saturating_mul(1u32 << self.recent.len().min(16))
+            .min(policy.max_backoff);
         self.recent.push_back(now);
-        true
+        Some(ceiling.mul_f64(random_unit()))
     }
 }
 
@@ -73,9 +128,65 @@ mod tests {
         };
         let mut budget = RestartBudget::default();
         let t0 = Instant::now();
-        assert!(budget.try_spend(&policy, t0));
-        assert!(budget.try_spend(&policy, t0 + Duration::from_secs(1)));
-        assert!(!budget.try_spend(&policy, t0 + Duration::from_secs(2)));
-        assert!(budget.try_spend(&policy, t0 + Duration::from_secs(12)));
+        assert!(budget.try_spend(&policy, t0).is_some());
+        assert!(budget
+            .try_spend(&policy, t0 + Duration::from_secs(1))
+            .is_some());
+        assert!(budget
+            .try_spend(&policy, t0 + Duration::from_secs(2))
+            .is_none());
+        assert!(budget
+            .try_spend(&policy, t0 + Duration::from_secs(12))
+            .is_some());
+    }
+
+    #[test]
+    fn restarts_back_off_exponentially_up_to_the_cap() {
+        let policy = RestartPolicy {
+            max_restarts: 100,
+            backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(100),
+            ..RestartPolicy::default()
+        };
+        let mut budget = RestartBudget::default();
+        let t = Instant::now();
+        for n in 0..8u32 {
+            let wait = budget.try_spend(&policy, t).unwrap();
+            let ceiling = Duration::from_millis(10 * (1 << n)).min(Duration::from_millis(100));
+            assert!(wait <= ceiling, "restart {n}: {wait:?} > {ceiling:?}");
+        }
+    }
+
+    #[test]
+    fn strategies_and_child_policies_choose_the_slots() {
+        let with = |strategy, child| RestartPolicy {
+            strategy,
+            child,
+            ..RestartPolicy::default()
+        };
+        use ChildPolicy::*;
+        use RestartStrategy::*;
+        assert_eq!(
+            with(OneForOne, Permanent).slots_to_restart(1, 4, false),
+            vec![1]
+        );
+        assert_eq!(
+            with(OneForAll, Permanent).slots_to_restart(1, 4, true),
+            vec![0, 1, 2, 3]
+        );
+        assert_eq!(
+            with(RestForOne, Permanent).slots_to_restart(1, 4, true),
+            vec![1, 2, 3]
+        );
+        assert_eq!(
+            with(OneForOne, Transient).slots_to_restart(1, 4, true),
+            vec![1]
+        );
+        assert!(with(OneForOne, Transient)
+            .slots_to_restart(1, 4, false)
+            .is_empty());
+        assert!(with(OneForAll, Temporary)
+            .slots_to_restart(1, 4, true)
+            .is_empty());
     }
 }

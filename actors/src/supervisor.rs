@@ -14,6 +14,7 @@ use crate::behavior::Behavior;
 use crate::instance::{Factory, InstanceActor};
 use crate::instances::{Depth, Instances};
 use crate::restart::{RestartBudget, RestartPolicy};
+use std::collections::HashSet;
 
 /// How long a stopping supervisor waits for its instances to finish their current message.
 const CHILD_STOP_GRACE: Duration = Duration::from_secs(5);
@@ -33,7 +34,7 @@ pub struct ServiceSpec<B: Behavior> {
 /// A running supervised service: its supervisor and the table of its instances.
 pub struct Supervised<B: Behavior> {
     /// The supervisor actor; stopping it stops every instance.
-    pub supervisor: ActorRef<()>,
+    pub supervisor: ActorRef<SupervisorMsg>,
     /// The instances' mailboxes, kept current across restarts.
     pub instances: Arc<Instances<B::Msg>>,
 }
@@ -47,11 +48,12 @@ pub async fn supervise<B: Behavior>(
         None,
         Supervisor {
             name: spec.name,
+            count: spec.instances,
             factory: spec.factory,
             policy: spec.policy,
             instances: instances.clone(),
         },
-        spec.instances,
+        (),
     )
     .await?;
     Ok(Supervised {
@@ -62,15 +64,31 @@ pub async fn supervise<B: Behavior>(
 
 struct Supervisor<B: Behavior> {
     name: String,
+    count: usize,
     factory: Factory<B>,
     policy: RestartPolicy,
     instances: Arc<Instances<B::Msg>>,
 }
 
+/// What a service supervisor tells itself (its mailbox type; nothing to send it from outside).
+pub enum SupervisorMsg {
+    /// A backoff ended: start these slots (those still empty), in order.
+    Restart(Vec<usize>),
+}
+
+/// The supervisor's bookkeeping.
+pub(crate) struct SupervisorState {
+    budget: RestartBudget,
+    /// Siblings stopped on purpose (one-for-all, rest-for-one): their exit is not a failure.
+    stopping: HashSet<ractor::ActorId>,
+    /// Restarts scheduled and not yet done.
+    pending: usize,
+}
+
 impl<B: Behavior> Supervisor<B> {
     async fn start_child(
         &self,
-        myself: &ActorRef<()>,
+        myself: &ActorRef<SupervisorMsg>,
         slot: usize,
     ) -> Result<(), ActorProcessingErr> {
         let depth = Depth::default();
@@ -83,48 +101,75 @@ impl<B: Behavior> Supervisor<B> {
         Ok(())
     }
 
-    async fn restart(
+    /// A child exited: decide which slots restart, stop the siblings that go with it, and
+    /// schedule the restart after a backoff; past the budget, stop (OTP's escalation).
+    fn exited(
         &self,
-        myself: &ActorRef<()>,
-        budget: &mut RestartBudget,
+        myself: &ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
         child: ractor::ActorId,
+        failed: bool,
         why: &str,
-    ) -> Result<(), ActorProcessingErr> {
+    ) {
+        if state.stopping.remove(&child) {
+            return;
+        }
         let Some(slot) = self.instances.slot_of(child) else {
-            return Ok(());
+            return;
         };
         self.instances.set(slot, None);
-        if !budget.try_spend(&self.policy, Instant::now()) {
+        let slots = self.policy.slots_to_restart(slot, self.count, failed);
+        if slots.is_empty() {
+            tracing::info!(service = %self.name, slot, %why, child_policy = ?self.policy.child, "instance exited; not restarted");
+            if self.instances.live() == 0 && state.pending == 0 {
+                // Nothing left to serve and nothing coming back: the service ends, and its
+                // node withdraws it.
+                myself.stop(Some("every instance exited and none restarts".into()));
+            }
+            return;
+        }
+        let Some(wait) = state.budget.try_spend(&self.policy, Instant::now()) else {
             tracing::error!(service = %self.name, %why, "restart budget exhausted; stopping service");
             myself.stop(Some(format!("restart budget exhausted after: {why}")));
-            return Ok(());
+            return;
+        };
+        for &sibling in slots.iter().filter(|&&s| s != slot) {
+            if let Some(actor) = self.instances.take(sibling) {
+                state.stopping.insert(actor.get_id());
+                actor.stop(Some(format!("restarting with slot {slot}")));
+            }
         }
-        tracing::warn!(service = %self.name, slot, %why, "instance failed; restarting");
+        tracing::warn!(service = %self.name, slot, ?slots, ?wait, %why, "instance exited; restarting");
         self.instances.count_restart();
-        self.start_child(myself, slot).await
+        state.pending += 1;
+        myself.send_after(wait, move || SupervisorMsg::Restart(slots));
     }
 }
 
 impl<B: Behavior> Actor for Supervisor<B> {
-    type Msg = ();
-    type State = RestartBudget;
-    type Arguments = usize;
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = ();
 
     async fn pre_start(
         &self,
-        myself: ActorRef<()>,
-        count: usize,
-    ) -> Result<RestartBudget, ActorProcessingErr> {
-        for slot in 0..count {
+        myself: ActorRef<SupervisorMsg>,
+        _: (),
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        for slot in 0..self.count {
             self.start_child(&myself, slot).await?;
         }
-        Ok(RestartBudget::default())
+        Ok(SupervisorState {
+            budget: RestartBudget::default(),
+            stopping: HashSet::new(),
+            pending: 0,
+        })
     }
 
     async fn post_stop(
         &self,
-        myself: ActorRef<()>,
-        _budget: &mut RestartBudget,
+        myself: ActorRef<SupervisorMsg>,
+        _state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         self.instances.clear();
         myself
@@ -133,30 +178,49 @@ impl<B: Behavior> Actor for Supervisor<B> {
         Ok(())
     }
 
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        msg: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupervisorMsg::Restart(slots) => {
+                state.pending -= 1;
+                for slot in slots {
+                    if !self.instances.is_live(slot) {
+                        self.start_child(&myself, slot).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn handle_supervisor_evt(
         &self,
-        myself: ActorRef<()>,
+        myself: ActorRef<SupervisorMsg>,
         event: SupervisionEvent,
-        budget: &mut RestartBudget,
+        state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         match event {
             SupervisionEvent::ActorFailed(cell, err) => {
-                self.restart(&myself, budget, cell.get_id(), &err.to_string())
-                    .await
+                self.exited(&myself, state, cell.get_id(), true, &err.to_string());
             }
-            // Instances are permanent: one that stops on its own is restarted too.
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
                 let why = reason.unwrap_or_else(|| "stopped".into());
-                self.restart(&myself, budget, cell.get_id(), &why).await
+                self.exited(&myself, state, cell.get_id(), false, &why);
             }
-            _ => Ok(()),
+            _ => {}
         }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::restart::{ChildPolicy, RestartStrategy};
     use crate::Done;
     use tokio::sync::oneshot;
 
@@ -269,5 +333,85 @@ mod tests {
         }
         release.send(()).unwrap();
         s.supervisor.stop_and_wait(None, None).await.unwrap();
+    }
+
+    fn ids(s: &Supervised<Flaky>, count: usize) -> Vec<Option<ractor::ActorId>> {
+        (0..count)
+            .map(|i| s.instances.actor(i).map(|a| a.get_id()))
+            .collect()
+    }
+
+    async fn exit_slot(s: &Supervised<Flaky>, slot: usize, panic: bool) {
+        let actor = s.instances.actor(slot).expect("a live slot");
+        if panic {
+            actor.send_message(Ask::Panic).unwrap();
+        } else {
+            actor.stop(None);
+        }
+    }
+
+    fn with(strategy: RestartStrategy, child: ChildPolicy) -> RestartPolicy {
+        RestartPolicy {
+            strategy,
+            child,
+            ..RestartPolicy::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn one_for_all_restarts_every_instance() {
+        let s = start_n(with(RestartStrategy::OneForAll, ChildPolicy::Permanent), 3).await;
+        let before = ids(&s, 3);
+        exit_slot(&s, 1, true).await;
+        wait_until(|| {
+            let now = ids(&s, 3);
+            s.instances.live() == 3 && now.iter().zip(&before).all(|(n, b)| n != b)
+        })
+        .await;
+        assert_eq!(s.instances.restarts(), 1, "one restart of the whole set");
+        s.supervisor.stop_and_wait(None, None).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn rest_for_one_restarts_the_failed_one_and_those_after_it() {
+        let s = start_n(with(RestartStrategy::RestForOne, ChildPolicy::Permanent), 3).await;
+        let before = ids(&s, 3);
+        exit_slot(&s, 1, true).await;
+        wait_until(|| {
+            let now = ids(&s, 3);
+            s.instances.live() == 3 && now[1] != before[1] && now[2] != before[2]
+        })
+        .await;
+        assert_eq!(
+            ids(&s, 3)[0],
+            before[0],
+            "the one started before it is kept"
+        );
+        s.supervisor.stop_and_wait(None, None).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn transient_instances_restart_after_a_failure_only() {
+        let s = start_n(with(RestartStrategy::OneForOne, ChildPolicy::Transient), 2).await;
+        exit_slot(&s, 0, true).await;
+        wait_until(|| s.instances.restarts() == 1 && s.instances.live() == 2).await;
+        exit_slot(&s, 1, false).await;
+        wait_until(|| s.instances.live() == 1).await;
+        assert_eq!(s.instances.restarts(), 1, "a normal stop is not restarted");
+        assert_eq!(count(&s).await, Some(1), "the other one serves");
+        s.supervisor.stop_and_wait(None, None).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn temporary_instances_never_restart_and_the_last_exit_ends_the_service() {
+        let s = start_n(with(RestartStrategy::OneForOne, ChildPolicy::Temporary), 2).await;
+        exit_slot(&s, 0, true).await;
+        wait_until(|| s.instances.live() == 1).await;
+        assert_eq!(s.instances.restarts(), 0);
+        exit_slot(&s, 1, false).await;
+        tokio::time::timeout(Duration::from_secs(10), s.supervisor.wait(None))
+            .await
+            .expect("the supervisor ends with its last instance")
+            .unwrap();
     }
 }

@@ -29,7 +29,7 @@ pub use service::{ServiceBuilder, ServiceRef};
 /// Instance selection and resilience settings, from `colony-actors`.
 pub use colony_actors::selector::{BudgetPolicy, OutlierPolicy, Strategy};
 /// Supervision settings, from `colony-actors`.
-pub use colony_actors::{RestartPolicy, RestartStrategy};
+pub use colony_actors::{ChildPolicy, RestartPolicy, RestartStrategy};
 /// TLS identity and transport settings, from `colony-quic`.
 pub use colony_quic::{ClusterCa, Identity, TransportConfig};
 

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use colony_actors::ractor::ActorRef;
 use colony_actors::Instances;
+use colony_actors::SupervisorMsg;
 use dashmap::DashMap;
 use tokio::sync::oneshot;
 
@@ -40,7 +41,7 @@ pub(crate) trait LocalService: Send + Sync {
     fn layers(&self) -> &[Arc<dyn ServeLayer>];
     fn live_instances(&self) -> usize;
     fn restarts(&self) -> u64;
-    fn supervisor(&self) -> &ActorRef<()>;
+    fn supervisor(&self) -> &ActorRef<SupervisorMsg>;
 }
 
 pub(crate) struct RunningService<S> {
@@ -49,7 +50,7 @@ pub(crate) struct RunningService<S> {
     pub(crate) metadata: BTreeMap<String, String>,
     pub(crate) endpoints: Arc<Endpoints<S>>,
     pub(crate) instances: Arc<Instances<Envelope<S>>>,
-    pub(crate) supervisor: ActorRef<()>,
+    pub(crate) supervisor: ActorRef<SupervisorMsg>,
     pub(crate) layers: Arc<[Arc<dyn ServeLayer>]>,
 }
 
@@ -121,7 +122,7 @@ impl<S: Send + 'static> LocalService for RunningService<S> {
         self.instances.restarts()
     }
 
-    fn supervisor(&self) -> &ActorRef<()> {
+    fn supervisor(&self) -> &ActorRef<SupervisorMsg> {
         &self.supervisor
     }
 }
