@@ -206,3 +206,49 @@ async fn calls_queued_behind_a_panic_are_unavailable_not_internal() {
     wait_restarted(&fixture, 1, 1).await;
     a.shutdown().await;
 }
+
+/// Bounded mailboxes: when every instance of a service has its mailbox full, a call is refused
+/// at once with `Unavailable` from the server (a caller by name would try elsewhere), and the
+/// calls already queued are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_mailbox_refuses_a_call_at_once() {
+    let ca = new_ca();
+    let a = start_node(&ca, "a").await;
+    let fixture = start_fixture_with(&a, "tiny", |b| b.instances(1).mailbox(2)).await;
+    let client = a.client();
+    let here = a.addr();
+    let held = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .call_at(here, "tiny", Hold { tag: "held".into() })
+                .await
+        }
+    });
+    wait_until(|| fixture.stats.started_count() == 1, "the held call runs").await;
+    // In-process calls enter the mailbox when first polled, and `join!` polls in order: the
+    // first fills the mailbox (2 with the held call), the second finds it full.
+    let queued = client.call_at(here, "tiny", Count {});
+    let refused_then_open = async {
+        let refused = client.call_at(here, "tiny", Count {}).await;
+        fixture.stats.open_gate();
+        refused
+    };
+    let (queued, refused) = within("the calls", async {
+        tokio::join!(queued, refused_then_open)
+    })
+    .await;
+    let refused = expect_err(refused, "a call to a full mailbox");
+    assert_eq!(
+        (refused.code(), refused.origin()),
+        (Code::Unavailable, Origin::Server),
+        "{refused}"
+    );
+    assert!(refused.detail().contains("full mailbox"), "{refused}");
+    assert_eq!(queued.expect("the queued call is served"), 1);
+    within("the held call", held)
+        .await
+        .unwrap()
+        .expect("held call");
+    a.shutdown().await;
+}

@@ -28,6 +28,8 @@ struct Slot<M> {
 pub struct Instances<M> {
     slots: RwLock<Vec<Option<Slot<M>>>>,
     restarts: AtomicU64,
+    /// Messages an instance may have waiting (its mailbox capacity).
+    capacity: u32,
 }
 
 impl<M> std::fmt::Debug for Instances<M> {
@@ -39,16 +41,45 @@ impl<M> std::fmt::Debug for Instances<M> {
     }
 }
 
+/// Why [`Instances::send`] gave a message back.
+#[derive(Debug)]
+pub enum SendError<M> {
+    /// No instance is running (all restarting or stopped).
+    NoInstance(M),
+    /// Every live instance already has its mailbox capacity of messages waiting.
+    Full(M),
+}
+
+impl<M> SendError<M> {
+    /// The message that was not sent.
+    pub fn into_inner(self) -> M {
+        match self {
+            SendError::NoInstance(m) | SendError::Full(m) => m,
+        }
+    }
+}
+
 impl<M: ractor::Message> Instances<M> {
     /// Sends `msg` to the live instance with the fewest messages waiting; gives the message back
-    /// when no instance is running.
-    pub fn send(&self, mut msg: M) -> Result<(), M> {
+    /// when no instance is running, or when every one has its mailbox full (bounded mailboxes:
+    /// a caller learns at once, and memory stays flat, instead of queueing without end).
+    pub fn send(&self, mut msg: M) -> Result<(), SendError<M>> {
         let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
         // An instance may stop between being chosen and being sent to: try the others. The send
         // itself only queues the message, so holding the read lock across it is brief.
         for _ in 0..3 {
             let Some(slot) = least_loaded(&slots) else {
-                return Err(msg);
+                return Err(SendError::NoInstance(msg));
+            };
+            let full = |s: &Slot<M>| s.depth.load(Ordering::Relaxed) >= self.capacity;
+            let slot = if full(slot) {
+                // A sampled choice may have missed a free one: look at them all before refusing.
+                match slots.iter().flatten().find(|s| !full(s)) {
+                    Some(free) => free,
+                    None => return Err(SendError::Full(msg)),
+                }
+            } else {
+                slot
             };
             slot.depth.fetch_add(1, Ordering::Relaxed);
             match slot.actor.send_message(msg) {
@@ -62,7 +93,7 @@ impl<M: ractor::Message> Instances<M> {
                 Err(_) => unreachable!("send_message only fails with SendErr"),
             }
         }
-        Err(msg)
+        Err(SendError::NoInstance(msg))
     }
 }
 
@@ -89,10 +120,11 @@ fn least_loaded<M>(slots: &[Option<Slot<M>>]) -> Option<&Slot<M>> {
 }
 
 impl<M> Instances<M> {
-    pub(crate) fn new(count: usize) -> Self {
+    pub(crate) fn new(count: usize, capacity: usize) -> Self {
         Self {
             slots: RwLock::new((0..count).map(|_| None).collect()),
             restarts: AtomicU64::new(0),
+            capacity: capacity.clamp(1, u32::MAX as usize / 4) as u32,
         }
     }
 

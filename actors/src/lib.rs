@@ -31,6 +31,7 @@
 //!     instances: 2,
 //!     factory: Arc::new(|| Counter(0)),
 //!     policy: RestartPolicy::default(),
+//!     mailbox: colony_actors::DEFAULT_MAILBOX,
 //! }).await.unwrap();
 //! let (tx, rx) = tokio::sync::oneshot::channel();
 //! service.instances.send(tx).unwrap();
@@ -48,9 +49,9 @@ mod supervisor;
 
 pub use behavior::{Behavior, Done};
 pub use instance::Factory;
-pub use instances::Instances;
+pub use instances::{Instances, SendError};
 pub use restart::{ChildPolicy, RestartPolicy, RestartStrategy};
-pub use supervisor::{supervise, ServiceSpec, Supervised, SupervisorMsg};
+pub use supervisor::{supervise, ServiceSpec, Supervised, SupervisorMsg, DEFAULT_MAILBOX};
 
 /// ractor, re-exported so users of [`Instances`] name the same `ActorRef` type.
 pub use ractor;

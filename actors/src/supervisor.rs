@@ -29,7 +29,14 @@ pub struct ServiceSpec<B: Behavior> {
     pub factory: Factory<B>,
     /// What to do when an instance fails.
     pub policy: RestartPolicy,
+    /// Messages each instance may have waiting; past it, sends are refused (see
+    /// [`Instances::send`]). [`DEFAULT_MAILBOX`] is a sane default.
+    pub mailbox: usize,
 }
+
+/// Default mailbox capacity per instance: deep enough to absorb bursts, small enough that a
+/// stuck instance holds at most this many callers.
+pub const DEFAULT_MAILBOX: usize = 1024;
 
 /// A running supervised service: its supervisor and the table of its instances.
 pub struct Supervised<B: Behavior> {
@@ -43,7 +50,7 @@ pub struct Supervised<B: Behavior> {
 pub async fn supervise<B: Behavior>(
     spec: ServiceSpec<B>,
 ) -> Result<Supervised<B>, ractor::SpawnErr> {
-    let instances = Arc::new(Instances::new(spec.instances));
+    let instances = Arc::new(Instances::new(spec.instances, spec.mailbox));
     let (supervisor, _join) = Actor::spawn(
         None,
         Supervisor {
@@ -220,6 +227,7 @@ impl<B: Behavior> Actor for Supervisor<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::instances::SendError;
     use crate::restart::{ChildPolicy, RestartStrategy};
     use crate::Done;
     use tokio::sync::oneshot;
@@ -254,11 +262,20 @@ mod tests {
     }
 
     async fn start_n(policy: RestartPolicy, instances: usize) -> Supervised<Flaky> {
+        start_with_mailbox(policy, instances, DEFAULT_MAILBOX).await
+    }
+
+    async fn start_with_mailbox(
+        policy: RestartPolicy,
+        instances: usize,
+        mailbox: usize,
+    ) -> Supervised<Flaky> {
         supervise(ServiceSpec {
             name: "flaky".into(),
             instances,
             factory: Arc::new(|| Flaky(0)),
             policy,
+            mailbox,
         })
         .await
         .unwrap()
@@ -413,5 +430,26 @@ mod tests {
             .await
             .expect("the supervisor ends with its last instance")
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_full_mailbox_refuses_at_once_and_hands_the_message_back() {
+        let s = start_with_mailbox(RestartPolicy::default(), 1, 2).await;
+        let (release, blocked) = oneshot::channel();
+        assert!(s.instances.send(Ask::Block(blocked)).is_ok());
+        let (tx, queued) = oneshot::channel();
+        assert!(s.instances.send(Ask::Count(tx)).is_ok(), "the second fits");
+        let (tx, _) = oneshot::channel();
+        match s.instances.send(Ask::Count(tx)) {
+            Err(SendError::Full(Ask::Count(_))) => {}
+            other => panic!(
+                "expected Full with the message back, got {:?}",
+                other.is_ok()
+            ),
+        }
+        release.send(()).unwrap();
+        assert_eq!(queued.await.ok(), Some(1), "the queued one is served");
+        assert_eq!(count(&s).await, Some(2), "and there is room again");
+        s.supervisor.stop_and_wait(None, None).await.unwrap();
     }
 }

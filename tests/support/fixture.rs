@@ -329,9 +329,18 @@ where
 /// Runs the fixture service as `name` on `node` with `instances` instances, answering every
 /// fixture message except [`Unanswered`].
 pub async fn start_fixture(node: &Node, name: &str, instances: usize) -> FixtureService {
+    start_fixture_with(node, name, |b| b.instances(instances)).await
+}
+
+/// [`start_fixture`] with the service builder adjusted by `tweak` (instances, mailbox...).
+pub async fn start_fixture_with(
+    node: &Node,
+    name: &str,
+    tweak: impl FnOnce(ServiceBuilder<Fixture>) -> ServiceBuilder<Fixture>,
+) -> FixtureService {
     let stats = Arc::new(Stats::default());
     let shared = stats.clone();
-    let service = fixture_endpoints(node.service(name).version("1.0.0").instances(instances))
+    let service = fixture_endpoints(tweak(node.service(name).version("1.0.0")))
         .spawn(move || Fixture {
             stats: shared.clone(),
             count: 0,

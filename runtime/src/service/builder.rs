@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use colony_actors::{supervise, RestartPolicy, ServiceSpec};
+use colony_actors::{supervise, RestartPolicy, ServiceSpec, DEFAULT_MAILBOX};
 
 use super::endpoints::Endpoints;
 use super::instance::ServiceState;
@@ -26,6 +26,7 @@ pub struct ServiceBuilder<S> {
     instances: usize,
     policy: RestartPolicy,
     metadata: BTreeMap<String, String>,
+    mailbox: usize,
     endpoints: Endpoints<S>,
     /// False for colony's own per-node services, which are called by address only.
     advertise: bool,
@@ -43,6 +44,7 @@ impl<S: Send + 'static> ServiceBuilder<S> {
             instances: 1,
             policy: RestartPolicy::default(),
             metadata: BTreeMap::new(),
+            mailbox: DEFAULT_MAILBOX,
             endpoints: Endpoints::default(),
             advertise: true,
         }
@@ -70,6 +72,14 @@ impl<S: Send + 'static> ServiceBuilder<S> {
     /// How failed instances are restarted. Default: one-for-one, at most 10 in 60 s.
     pub fn restart_policy(mut self, policy: RestartPolicy) -> Self {
         self.policy = policy;
+        self
+    }
+
+    /// How many calls each instance may have waiting (default 1024). When every instance is
+    /// full, a call is refused at once with `Unavailable` from the server, which a caller by
+    /// name retries on another node: backpressure instead of an unbounded queue.
+    pub fn mailbox(mut self, capacity: usize) -> Self {
+        self.mailbox = capacity.max(1);
         self
     }
 
@@ -117,6 +127,7 @@ impl<S: Send + 'static> ServiceBuilder<S> {
             instances: self.instances,
             factory: Arc::new(move || ServiceState(factory())),
             policy: self.policy,
+            mailbox: self.mailbox,
         })
         .await
         .map_err(|e| {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use colony_actors::ractor::ActorRef;
-use colony_actors::Instances;
 use colony_actors::SupervisorMsg;
+use colony_actors::{Instances, SendError};
 use dashmap::DashMap;
 use tokio::sync::oneshot;
 
@@ -101,12 +101,18 @@ impl<S: Send + 'static> LocalService for RunningService<S> {
         self.instances
             .send(envelope)
             .map(|()| pending)
-            .map_err(|back| Refused {
-                error: Error::server(
-                    Code::Unavailable,
-                    format!("no running instance of {}", self.name),
-                ),
-                request: back.request,
+            .map_err(|refused| {
+                let detail = match &refused {
+                    SendError::NoInstance(_) => format!("no running instance of {}", self.name),
+                    SendError::Full(_) => format!(
+                        "every instance of {} has a full mailbox; try another node",
+                        self.name
+                    ),
+                };
+                Refused {
+                    error: Error::server(Code::Unavailable, detail),
+                    request: refused.into_inner().request,
+                }
             })
     }
 
