@@ -252,3 +252,73 @@ async fn a_full_mailbox_refuses_a_call_at_once() {
         .expect("held call");
     a.shutdown().await;
 }
+
+/// `ServiceRef::scale` changes the number of instances while calls keep coming: none fails,
+/// and the advertised actor count follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_while_serving_fails_no_call() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+    use std::sync::Arc;
+    let ca = new_ca();
+    let a = start_node(&ca, "a").await;
+    let b = start_node(&ca, "b").await;
+    let fixture = start_fixture(&a, "elastic", 2).await;
+    let (stop, done) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let callers: Vec<_> = (0..4)
+        .map(|c| {
+            let client = b.client();
+            let (stop, done, at) = (stop.clone(), done.clone(), a.addr());
+            tokio::spawn(async move {
+                let mut errors = Vec::new();
+                // Bounded in count; stopped by the flag long before.
+                for i in 0..200_000u64 {
+                    if stop.load(SeqCst) {
+                        break;
+                    }
+                    let echo = Echo {
+                        text: format!("{c}-{i}"),
+                    };
+                    match client.call_at(at, "elastic", echo).await {
+                        Ok(_) => {
+                            done.fetch_add(1, SeqCst);
+                        }
+                        Err(e) => errors.push(e.to_string()),
+                    }
+                }
+                errors
+            })
+        })
+        .collect();
+    let progress = |n: u64| {
+        let done = done.clone();
+        async move { wait_until(|| done.load(SeqCst) >= n, "calls made progress").await }
+    };
+    progress(200).await;
+    for (step, instances) in [4, 1, 3].into_iter().enumerate() {
+        fixture.service.scale(instances).await.expect("scale");
+        assert_eq!(fixture.service.live_instances(), instances);
+        progress(200 * (step as u64 + 2)).await;
+    }
+    stop.store(true, SeqCst);
+    let mut errors = Vec::new();
+    for caller in callers {
+        errors.extend(within("a caller", caller).await.unwrap());
+    }
+    assert!(
+        errors.is_empty(),
+        "{} failed calls: {errors:?}",
+        errors.len()
+    );
+    assert_eq!(fixture.service.restarts(), 0);
+    converge(&a, "the advertised actor count", |r| {
+        r.instances("elastic")
+            .first()
+            .is_some_and(|i| i.actors == 3)
+    })
+    .await;
+    b.shutdown().await;
+    a.shutdown().await;
+}

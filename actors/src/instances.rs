@@ -154,6 +154,22 @@ impl<M> Instances<M> {
         slots[slot] = actor.map(|(actor, depth)| Slot { actor, depth });
     }
 
+    /// How many slots the service has (live or restarting).
+    pub fn slots(&self) -> usize {
+        self.slots.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Grows to `count` empty new slots, or shrinks to `count`, handing back the actors of the
+    /// slots removed (no call is sent to them from now on).
+    pub(crate) fn resize(&self, count: usize) -> Vec<ActorRef<M>> {
+        let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
+        if count >= slots.len() {
+            slots.resize_with(count, || None);
+            return Vec::new();
+        }
+        slots.drain(count..).flatten().map(|s| s.actor).collect()
+    }
+
     /// Empties `slot`, handing back its actor.
     pub(crate) fn take(&self, slot: usize) -> Option<ActorRef<M>> {
         let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use crate::behavior::Behavior;
 use crate::instance::{Factory, InstanceActor};
@@ -71,6 +71,7 @@ pub async fn supervise<B: Behavior>(
 
 struct Supervisor<B: Behavior> {
     name: String,
+    /// Instances at start; [`SupervisorMsg::Scale`] changes the count later.
     count: usize,
     factory: Factory<B>,
     policy: RestartPolicy,
@@ -81,6 +82,9 @@ struct Supervisor<B: Behavior> {
 pub enum SupervisorMsg {
     /// A backoff ended: start these slots (those still empty), in order.
     Restart(Vec<usize>),
+    /// Run this many instances: start new ones, or drain and stop the last ones (they finish
+    /// the calls already in their mailboxes; no new call reaches them).
+    Scale(usize, RpcReplyPort<()>),
 }
 
 /// The supervisor's bookkeeping.
@@ -125,7 +129,9 @@ impl<B: Behavior> Supervisor<B> {
             return;
         };
         self.instances.set(slot, None);
-        let slots = self.policy.slots_to_restart(slot, self.count, failed);
+        let slots = self
+            .policy
+            .slots_to_restart(slot, self.instances.slots(), failed);
         if slots.is_empty() {
             tracing::info!(service = %self.name, slot, %why, child_policy = ?self.policy.child, "instance exited; not restarted");
             if self.instances.live() == 0 && state.pending == 0 {
@@ -195,10 +201,26 @@ impl<B: Behavior> Actor for Supervisor<B> {
             SupervisorMsg::Restart(slots) => {
                 state.pending -= 1;
                 for slot in slots {
-                    if !self.instances.is_live(slot) {
+                    // A slot may be gone since (scaled down).
+                    if slot < self.instances.slots() && !self.instances.is_live(slot) {
                         self.start_child(&myself, slot).await?;
                     }
                 }
+            }
+            SupervisorMsg::Scale(count, reply) => {
+                let from = self.instances.slots();
+                for actor in self.instances.resize(count.max(1)) {
+                    state.stopping.insert(actor.get_id());
+                    // Finish what is queued, then stop: scaling down fails no call.
+                    if actor.drain().is_err() {
+                        actor.stop(Some("scaled down".into()));
+                    }
+                }
+                for slot in from..count {
+                    self.start_child(&myself, slot).await?;
+                }
+                tracing::info!(service = %self.name, from, to = count.max(1), "scaled");
+                let _ = reply.send(());
             }
         }
         Ok(())
@@ -450,6 +472,40 @@ mod tests {
         release.send(()).unwrap();
         assert_eq!(queued.await.ok(), Some(1), "the queued one is served");
         assert_eq!(count(&s).await, Some(2), "and there is room again");
+        s.supervisor.stop_and_wait(None, None).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn scaling_up_and_down_keeps_serving_and_drains_the_removed() {
+        let s = start_n(RestartPolicy::default(), 2).await;
+        let scale = |n| {
+            let supervisor = s.supervisor.clone();
+            async move {
+                let done = supervisor
+                    .call(|port| SupervisorMsg::Scale(n, port), None)
+                    .await
+                    .unwrap();
+                assert!(matches!(done, ractor::rpc::CallResult::Success(())));
+            }
+        };
+        scale(4).await;
+        assert_eq!((s.instances.slots(), s.instances.live()), (4, 4));
+        // Queue work on the last slot, then scale it away: the queued call is still answered.
+        let last = s.instances.actor(3).unwrap();
+        let (release, blocked) = oneshot::channel();
+        last.send_message(Ask::Block(blocked)).unwrap();
+        let (tx, queued) = oneshot::channel();
+        last.send_message(Ask::Count(tx)).unwrap();
+        scale(2).await;
+        assert_eq!((s.instances.slots(), s.instances.live()), (2, 2));
+        release.send(()).unwrap();
+        assert_eq!(queued.await.ok(), Some(1), "drained, not dropped");
+        assert_eq!(
+            s.instances.restarts(),
+            0,
+            "a scaled-down instance is not restarted"
+        );
+        assert!(count(&s).await.is_some());
         s.supervisor.stop_and_wait(None, None).await.unwrap();
     }
 }

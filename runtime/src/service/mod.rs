@@ -10,6 +10,12 @@ mod local;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use colony_actors::ractor::rpc::CallResult;
+use colony_actors::SupervisorMsg;
+
+use crate::error::{Code, Error};
+use crate::membership::ServiceAd;
+
 pub use builder::ServiceBuilder;
 pub(crate) use builder::RESERVED_PREFIX;
 pub(crate) use endpoints::AnyBox;
@@ -21,6 +27,9 @@ pub(crate) use host::Host;
 
 /// How long stopping a service waits for its instances to finish the message at hand.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// How long scaling waits for the new instances to start.
+const SCALE_WAIT: Duration = Duration::from_secs(30);
 
 /// A handle on a running service.
 #[derive(Debug, Clone)]
@@ -61,6 +70,40 @@ impl ServiceRef {
     /// Instance restarts since the service started.
     pub fn restarts(&self) -> u64 {
         self.running().map_or(0, |s| s.restarts())
+    }
+
+    /// Runs `instances` instances (at least one) from now on, while the service serves: new
+    /// instances start from the factory; removed ones take no new call, finish the calls
+    /// already in their mailboxes, then stop, so scaling fails no call. The advertised actor
+    /// count follows.
+    pub async fn scale(&self, instances: usize) -> Result<(), Error> {
+        let stopped =
+            || Error::client(Code::NotFound, format!("service {} has stopped", self.name));
+        let host = self.host.upgrade().ok_or_else(stopped)?;
+        let service = host
+            .services()
+            .get(&self.name)
+            .map(|(_, s)| s)
+            .ok_or_else(stopped)?;
+        let count = instances.max(1);
+        let done = service
+            .supervisor()
+            .call(|reply| SupervisorMsg::Scale(count, reply), Some(SCALE_WAIT))
+            .await;
+        if !matches!(done, Ok(CallResult::Success(()))) {
+            return Err(Error::client(
+                Code::Unavailable,
+                format!("service {} did not scale to {count}", self.name),
+            ));
+        }
+        let ad = ServiceAd {
+            version: service.version().to_string(),
+            endpoints: service.endpoints().iter().map(|e| e.to_string()).collect(),
+            metadata: service.metadata().clone(),
+            actors: count,
+        };
+        host.membership().publish(&self.name, &ad).await;
+        Ok(())
     }
 
     /// Stops the service: it stops taking calls, and its instances finish their current message.
