@@ -91,16 +91,10 @@ async fn a_failing_instance_is_ejected_then_probed_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_last_instance_is_never_ejected() {
     let ca = new_ca();
-    let caller = start(&ca, "caller", None, |b| {
-        b.client_defaults(ejecting_defaults(3))
-    })
-    .await;
-    let only = start(&ca, "s0", Some(caller.addr()), |b| b).await;
-    let knobs = Knobs::new("s0");
-    serve(&only, &knobs).await;
-    converge(&caller, "s0's instance", |r| r.instances(SVC).len() == 1).await;
+    let cluster = Cluster::of(&ca, 1, |b| b.client_defaults(ejecting_defaults(3))).await;
+    let knobs = &cluster.knobs[0];
     knobs.failing.store(true, SeqCst);
-    let client = caller.client();
+    let client = cluster.caller.client();
     for _ in 0..20 {
         let err = expect_err(client.request(SVC, Flaky {}).await, "failing instance");
         assert_eq!(
@@ -118,7 +112,7 @@ async fn the_last_instance_is_never_ejected() {
     assert_eq!(r.ejections, 0);
     assert_eq!(r.consecutive_failures, 20);
     assert_eq!((r.calls, r.failures), (20, 20));
-    shutdown_all([only, caller]).await;
+    cluster.shutdown().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -388,18 +382,9 @@ async fn the_retry_budget_caps_retries_when_everything_fails() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callers_short_deadline_is_not_held_against_the_instance() {
     let ca = new_ca();
-    let caller = start(&ca, "caller", None, |b| {
-        b.client_defaults(ejecting_defaults(3))
-    })
-    .await;
-    let s0 = start(&ca, "s0", Some(caller.addr()), |b| b).await;
-    let s1 = start(&ca, "s1", Some(caller.addr()), |b| b).await;
-    let (k0, k1) = (Knobs::new("s0"), Knobs::new("s1"));
-    serve(&s0, &k0).await;
-    serve(&s1, &k1).await;
-    converge(&caller, "both instances", |r| r.instances(SVC).len() == 2).await;
-    k0.slow_ms.store(300, SeqCst);
-    let client = caller.client();
+    let cluster = Cluster::of(&ca, 2, |b| b.client_defaults(ejecting_defaults(3))).await;
+    cluster.knobs[0].slow_ms.store(300, SeqCst);
+    let client = cluster.caller.client();
     for _ in 0..10 {
         let err = expect_err(
             client
@@ -417,7 +402,7 @@ async fn a_callers_short_deadline_is_not_held_against_the_instance() {
     let r = report(&client, "s0").await.expect("s0 in the report");
     assert_eq!(r.health, "healthy", "{r:?}");
     assert_eq!((r.ejections, r.consecutive_failures), (0, 0), "{r:?}");
-    shutdown_all([s0, s1, caller]).await;
+    cluster.shutdown().await;
 }
 
 /// A hedged call whose first instance is slow is answered by a second instance: every call
@@ -425,7 +410,7 @@ async fn a_callers_short_deadline_is_not_held_against_the_instance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hedged_call_is_answered_elsewhere_when_the_first_instance_is_slow() {
     let ca = new_ca();
-    let caller = start(&ca, "caller", None, |b| {
+    let cluster = Cluster::of(&ca, 2, |b| {
         b.client_defaults(CallDefaults {
             strategy: Strategy::RoundRobin,
             // No attempt is abandoned here: only the hedge can move a call off the slow one.
@@ -434,13 +419,8 @@ async fn a_hedged_call_is_answered_elsewhere_when_the_first_instance_is_slow() {
         })
     })
     .await;
-    let s0 = start(&ca, "s0", Some(caller.addr()), |b| b).await;
-    let s1 = start(&ca, "s1", Some(caller.addr()), |b| b).await;
-    let (k0, k1) = (Knobs::new("s0"), Knobs::new("s1"));
-    serve(&s0, &k0).await;
-    serve(&s1, &k1).await;
-    converge(&caller, "both instances", |r| r.instances(SVC).len() == 2).await;
-    let client = caller.client();
+    let k0 = &cluster.knobs[0];
+    let client = cluster.caller.client();
     // Both answer at once first, so each has a latency estimate: the hedge waits about the
     // first instance's 95th percentile.
     for _ in 0..20 {
@@ -463,5 +443,5 @@ async fn a_hedged_call_is_answered_elsewhere_when_the_first_instance_is_slow() {
         k0.executed() > started_on_s0,
         "round-robin sent first attempts to s0, and their hedges answered: {answered:?}"
     );
-    shutdown_all([s0, s1, caller]).await;
+    cluster.shutdown().await;
 }

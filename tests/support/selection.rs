@@ -318,12 +318,32 @@ impl Cluster {
         server: impl Fn(&Arc<Knobs>, NodeBuilder) -> NodeBuilder,
         instances: usize,
     ) -> Self {
+        Self::build(ca, 3, tweak, server, instances).await
+    }
+
+    /// `servers` servers s0.. (one instance each) and the caller built by `tweak`, all seeing
+    /// every instance.
+    pub async fn of(
+        ca: &Arc<ClusterCa>,
+        servers: usize,
+        tweak: impl FnOnce(NodeBuilder) -> NodeBuilder,
+    ) -> Self {
+        Self::build(ca, servers, tweak, |_, b| b, 1).await
+    }
+
+    async fn build(
+        ca: &Arc<ClusterCa>,
+        count: usize,
+        tweak: impl FnOnce(NodeBuilder) -> NodeBuilder,
+        server: impl Fn(&Arc<Knobs>, NodeBuilder) -> NodeBuilder,
+        instances: usize,
+    ) -> Self {
         let caller = start(ca, "caller", None, tweak).await;
         let seed = Some(caller.addr());
         let mut servers = Vec::new();
         let mut knobs = Vec::new();
         let mut services = Vec::new();
-        for i in 0..3 {
+        for i in 0..count {
             let name = format!("s{i}");
             let k = Knobs::new(&name);
             let node = start(ca, &name, seed, |b| server(&k, b)).await;
@@ -337,7 +357,7 @@ impl Cluster {
             knobs,
             services,
         };
-        cluster.converge(3).await;
+        cluster.converge(count).await;
         cluster
     }
 
