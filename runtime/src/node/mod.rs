@@ -65,14 +65,10 @@ impl From<colony_quic::BindError> for StartError {
 
 /// State shared by the node handle and its serving tasks. Clients hold only the [`Caller`].
 pub(crate) struct Shared {
-    pub(crate) name: String,
-    pub(crate) endpoint: Endpoint,
-    pub(crate) services: Arc<LocalServices>,
-    /// Where peers reach this node (the advertised address).
-    pub(crate) addr: SocketAddr,
     pub(crate) membership: Membership,
     pub(crate) gossip_inbox: GossipInbox,
-    /// What this node's clients call with: selectors, defaults, layers.
+    /// The node's name, address, endpoint and services, and what its clients call with:
+    /// selectors, defaults, layers.
     pub(crate) caller: Arc<Caller>,
     closing: AtomicBool,
     /// Calls being served; shutdown waits for these.
@@ -110,10 +106,6 @@ impl Shared {
             layers,
         ));
         Self {
-            name,
-            addr,
-            endpoint,
-            services,
             membership,
             gossip_inbox,
             caller,
@@ -135,10 +127,10 @@ impl Shared {
 
 impl Host for Shared {
     fn node_name(&self) -> &str {
-        &self.name
+        &self.caller.name
     }
     fn services(&self) -> &LocalServices {
-        &self.services
+        &self.caller.services
     }
     fn membership(&self) -> &Membership {
         &self.membership
@@ -167,7 +159,7 @@ pub struct Node {
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Node")
-            .field("name", &self.shared.name)
+            .field("name", &self.shared.caller.name)
             .field("addr", &self.addr())
             .finish()
     }
@@ -193,7 +185,7 @@ impl Node {
             }
         });
         introspect::serve(&shared).await?;
-        tracing::info!(node = %shared.name, addr = %shared.addr, "node started");
+        tracing::info!(node = %shared.caller.name, addr = %shared.caller.addr, "node started");
         Ok(Node {
             shared,
             shutdown_grace,
@@ -203,13 +195,13 @@ impl Node {
 
     /// The node's name.
     pub fn name(&self) -> &str {
-        &self.shared.name
+        &self.shared.caller.name
     }
 
     /// The address peers call this node at: the advertised address if one was set, else the
     /// bound one.
     pub fn addr(&self) -> SocketAddr {
-        self.shared.addr
+        self.shared.caller.addr
     }
 
     /// A client that calls services from this node. Cheap to clone.
@@ -240,6 +232,7 @@ impl Node {
     /// Names of the services running on this node (colony's own `colony.*` ones left out).
     pub fn services(&self) -> Vec<String> {
         self.shared
+            .caller
             .services
             .names()
             .iter()
@@ -256,22 +249,22 @@ impl Node {
         let shared = self.shared.clone();
         shared.membership.leave().await;
         shared.closing.store(true, Ordering::Release);
-        shared.endpoint.stop_accepting();
+        shared.caller.endpoint.stop_accepting();
         shared.calls.close();
         if tokio::time::timeout(self.shutdown_grace, shared.calls.wait())
             .await
             .is_err()
         {
-            tracing::warn!(node = %shared.name, "calls still running after the shutdown grace");
+            tracing::warn!(node = %shared.caller.name, "calls still running after the shutdown grace");
         }
-        for service in shared.services.drain() {
+        for service in shared.caller.services.drain() {
             stop_service(service.as_ref()).await;
         }
         shared.caller.selectors.stop_all();
         shared.membership.stop().await;
         shared.cancel.cancel();
-        shared.endpoint.close(Duration::from_secs(1)).await;
-        tracing::info!(node = %shared.name, "node stopped");
+        shared.caller.endpoint.close(Duration::from_secs(1)).await;
+        tracing::info!(node = %shared.caller.name, "node stopped");
     }
 }
 
@@ -286,10 +279,10 @@ impl Drop for Node {
         // Clients may keep `Shared` alive: gossip must not outlive the node.
         shared.membership.stop_now();
         shared.caller.selectors.stop_all();
-        for service in shared.services.drain() {
+        for service in shared.caller.services.drain() {
             service.supervisor().stop(Some("node dropped".into()));
         }
         // Closing the endpoint ends every connection, and with it every stream task.
-        shared.endpoint.close_now();
+        shared.caller.endpoint.close_now();
     }
 }

@@ -28,7 +28,7 @@ pub(super) async fn accept_loop(shared: Arc<Shared>) {
     loop {
         let incoming = tokio::select! {
             _ = shared.cancel.cancelled() => return,
-            incoming = shared.endpoint.accept() => incoming,
+            incoming = shared.caller.endpoint.accept() => incoming,
         };
         let Some(incoming) = incoming else { return };
         tokio::spawn(serve_connection(shared.clone(), incoming));
@@ -41,7 +41,7 @@ async fn serve_connection(shared: Arc<Shared>, incoming: colony_quic::Incoming) 
         Ok(conn) => conn,
         Err(e) => {
             // Includes peers whose certificate is not from the cluster CA.
-            tracing::info!(node = %shared.name, peer = %remote, error = %e, "handshake refused");
+            tracing::info!(node = %shared.caller.name, peer = %remote, error = %e, "handshake refused");
             return;
         }
     };
@@ -64,7 +64,7 @@ async fn serve_connection(shared: Arc<Shared>, incoming: colony_quic::Incoming) 
                     .spawn(serve_call(shared.clone(), send, recv, remote));
             }
             Err(e) => {
-                tracing::debug!(node = %shared.name, peer = %remote, error = %e, "connection ended");
+                tracing::debug!(node = %shared.caller.name, peer = %remote, error = %e, "connection ended");
                 return;
             }
         }
@@ -73,16 +73,16 @@ async fn serve_connection(shared: Arc<Shared>, incoming: colony_quic::Incoming) 
 
 /// Reads one fire-and-forget message and hands it to its consumer (today: gossip).
 async fn serve_oneway(shared: Arc<Shared>, recv: RecvStream, from: SocketAddr) {
-    let max = shared.endpoint.config().max_oneway;
+    let max = shared.caller.endpoint.config().max_oneway;
     match frame::read_oneway(recv, max).await {
         Ok(payload) if payload.first() == Some(&GOSSIP) => {
             shared.gossip_inbox.deliver(from, payload.slice(1..))
         }
         Ok(payload) => {
-            tracing::debug!(node = %shared.name, peer = %from, len = payload.len(), "dropped one-way message of unknown kind")
+            tracing::debug!(node = %shared.caller.name, peer = %from, len = payload.len(), "dropped one-way message of unknown kind")
         }
         Err(e) => {
-            tracing::debug!(node = %shared.name, peer = %from, error = %e, "dropped one-way message")
+            tracing::debug!(node = %shared.caller.name, peer = %from, error = %e, "dropped one-way message")
         }
     }
 }
@@ -116,7 +116,7 @@ async fn serve_call(
     let answered = tokio::select! {
         answered = answer(&shared, &mut recv, peer) => answered,
         _ = caller_gone => {
-            tracing::debug!(node = %shared.name, %peer, "caller gave up; call dropped");
+            tracing::debug!(node = %shared.caller.name, %peer, "caller gave up; call dropped");
             return;
         }
     };
@@ -125,7 +125,7 @@ async fn serve_call(
         frame::abandon(&mut send, &mut recv, codes::MALFORMED);
         return;
     };
-    let max = shared.endpoint.config().max_frame;
+    let max = shared.caller.endpoint.config().max_frame;
     let (error, body) = match answer.outcome {
         Ok(body) if body.len() <= max => (None, body),
         Ok(body) => (
@@ -139,7 +139,7 @@ async fn serve_call(
             Vec::new(),
         ),
         Err(error) => {
-            tracing::debug!(node = %shared.name, %peer, %error, "call failed");
+            tracing::debug!(node = %shared.caller.name, %peer, %error, "call failed");
             (Some(error.truncated(MAX_DETAIL)), Vec::new())
         }
     };
@@ -192,7 +192,7 @@ fn read_failure(e: ReadError, what: &str) -> Option<Error> {
 
 /// Reads, checks and runs one call. `None` when the stream died before anything could be said.
 async fn answer(shared: &Shared, recv: &mut RecvStream, peer: SocketAddr) -> Option<Answer> {
-    let max = shared.endpoint.config().max_frame;
+    let max = shared.caller.endpoint.config().max_frame;
     // A stream that never sends its header must not hold a task for the connection's life.
     let head = match tokio::time::timeout(HEADER_WAIT, frame::read_frame(recv, MAX_HEADER.min(max)))
         .await
@@ -240,19 +240,19 @@ async fn answer(shared: &Shared, recv: &mut RecvStream, peer: SocketAddr) -> Opt
     if shared.is_closing() {
         return refuse(Error::server(
             Code::Unavailable,
-            format!("node {} is shutting down", shared.name),
+            format!("node {} is shutting down", shared.caller.name),
         ));
     }
     let content_type = match header.content_type.parse::<ContentType>() {
         Ok(ct) => ct,
         Err(e) => return refuse(Error::server(Code::BadRequest, e.detail())),
     };
-    let Some((service_name, service)) = shared.services.get(&header.service) else {
+    let Some((service_name, service)) = shared.caller.services.get(&header.service) else {
         return refuse(Error::server(
             Code::NotFound,
             format!(
                 "service {} does not run on node {}",
-                header.service, shared.name
+                header.service, shared.caller.name
             ),
         ));
     };
