@@ -1,23 +1,17 @@
 //! The live instances of one service, readable by callers without asking the supervisor.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
 
-use ractor::{ActorRef, MessagingErr};
-
+use crate::instance::{Child, Closed, InstanceId};
 use crate::selector::random_below;
 
 /// Above this many instances a send compares two random instances instead of all of them.
 const SCAN_ALL_UP_TO: usize = 16;
 
-/// Messages sent to an instance and not yet handled by it (its mailbox depth plus the one at
-/// hand). Kept per incarnation: a restarted instance starts from zero.
-pub(crate) type Depth = Arc<AtomicU32>;
-
-struct Slot<M> {
-    actor: ActorRef<M>,
-    depth: Depth,
-}
+/// An instance's incarnation in its slot. Its mailbox counts the messages sent to it and not
+/// yet handled (queued plus the one at hand), per incarnation: a restart starts from zero.
+type Slot<M> = Child<M>;
 
 /// The current mailbox of every instance of a service, with how deep each one is.
 ///
@@ -59,7 +53,7 @@ impl<M> SendError<M> {
     }
 }
 
-impl<M: ractor::Message> Instances<M> {
+impl<M: Send> Instances<M> {
     /// Sends `msg` to the live instance with the fewest messages waiting; gives the message back
     /// when no instance is running, or when every one has its mailbox full (bounded mailboxes:
     /// a caller learns at once, and memory stays flat, instead of queueing without end).
@@ -71,7 +65,7 @@ impl<M: ractor::Message> Instances<M> {
             let Some(slot) = least_loaded(&slots) else {
                 return Err(SendError::NoInstance(msg));
             };
-            let full = |s: &Slot<M>| s.depth.load(Ordering::Relaxed) >= self.capacity;
+            let full = |s: &Slot<M>| s.mailbox.depth.load(Ordering::Relaxed) >= self.capacity;
             let slot = if full(slot) {
                 // A sampled choice may have missed a free one: look at them all before refusing.
                 match slots.iter().flatten().find(|s| !full(s)) {
@@ -81,16 +75,15 @@ impl<M: ractor::Message> Instances<M> {
             } else {
                 slot
             };
-            slot.depth.fetch_add(1, Ordering::Relaxed);
-            match slot.actor.send_message(msg) {
+            slot.mailbox.depth.fetch_add(1, Ordering::Relaxed);
+            match slot.mailbox.send_message(msg) {
                 Ok(()) => return Ok(()),
-                Err(MessagingErr::SendErr(back)) => {
+                Err(Closed(back)) => {
                     // This incarnation has stopped (its supervisor will replace the slot and its
                     // counter): make it look full so the next try goes elsewhere.
-                    slot.depth.store(u32::MAX / 2, Ordering::Relaxed);
+                    slot.mailbox.depth.store(u32::MAX / 2, Ordering::Relaxed);
                     msg = back;
                 }
-                Err(_) => unreachable!("send_message only fails with SendErr"),
             }
         }
         Err(SendError::NoInstance(msg))
@@ -98,7 +91,7 @@ impl<M: ractor::Message> Instances<M> {
 }
 
 fn least_loaded<M>(slots: &[Option<Slot<M>>]) -> Option<&Slot<M>> {
-    let depth = |s: &Slot<M>| s.depth.load(Ordering::Relaxed);
+    let depth = |s: &Slot<M>| s.mailbox.depth.load(Ordering::Relaxed);
     let n = slots.len();
     if n == 1 {
         return slots[0].as_ref();
@@ -134,7 +127,7 @@ impl<M> Instances<M> {
         let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
         slots
             .iter()
-            .map(|s| s.as_ref().map(|s| s.depth.load(Ordering::Relaxed)))
+            .map(|s| s.as_ref().map(|s| s.mailbox.depth.load(Ordering::Relaxed)))
             .collect()
     }
 
@@ -149,9 +142,10 @@ impl<M> Instances<M> {
         self.restarts.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn set(&self, slot: usize, actor: Option<(ActorRef<M>, Depth)>) {
+    /// Puts `child` in `slot`, handing back the one it replaces.
+    pub(crate) fn set(&self, slot: usize, child: Option<Child<M>>) -> Option<Child<M>> {
         let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
-        slots[slot] = actor.map(|(actor, depth)| Slot { actor, depth });
+        std::mem::replace(&mut slots[slot], child)
     }
 
     /// How many slots the service has (live or restarting).
@@ -159,28 +153,28 @@ impl<M> Instances<M> {
         self.slots.read().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    /// Grows to `count` empty new slots, or shrinks to `count`, handing back the actors of the
-    /// slots removed (no call is sent to them from now on).
-    pub(crate) fn resize(&self, count: usize) -> Vec<ActorRef<M>> {
+    /// Grows to `count` empty new slots, or shrinks to `count`, handing back the instances of
+    /// the slots removed (no call is sent to them from now on).
+    pub(crate) fn resize(&self, count: usize) -> Vec<Child<M>> {
         let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
         if count >= slots.len() {
             slots.resize_with(count, || None);
             return Vec::new();
         }
-        slots.drain(count..).flatten().map(|s| s.actor).collect()
+        slots.drain(count..).flatten().collect()
     }
 
-    /// Empties `slot`, handing back its actor.
-    pub(crate) fn take(&self, slot: usize) -> Option<ActorRef<M>> {
+    /// Empties `slot`, handing back its instance.
+    pub(crate) fn take(&self, slot: usize) -> Option<Child<M>> {
         let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
-        slots[slot].take().map(|s| s.actor)
+        slots[slot].take()
     }
 
-    /// The actor in `slot` now (tests aim at one instance with it).
+    /// The mailbox in `slot` now (tests aim at one instance with it).
     #[cfg(test)]
-    pub(crate) fn actor(&self, slot: usize) -> Option<ActorRef<M>> {
+    pub(crate) fn actor(&self, slot: usize) -> Option<std::sync::Arc<crate::instance::Mailbox<M>>> {
         let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
-        slots[slot].as_ref().map(|s| s.actor.clone())
+        slots[slot].as_ref().map(|s| s.mailbox.clone())
     }
 
     pub(crate) fn is_live(&self, slot: usize) -> bool {
@@ -188,19 +182,20 @@ impl<M> Instances<M> {
         slots[slot].is_some()
     }
 
-    pub(crate) fn slot_of(&self, id: ractor::ActorId) -> Option<usize> {
+    pub(crate) fn slot_of(&self, id: InstanceId) -> Option<usize> {
         let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
         slots
             .iter()
-            .position(|s| s.as_ref().is_some_and(|s| s.actor.get_id() == id))
+            .position(|s| s.as_ref().is_some_and(|s| s.mailbox.get_id() == id))
     }
 
     pub(crate) fn count_restart(&self) {
         self.restarts.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn clear(&self) {
+    /// Empties every slot, handing back the instances.
+    pub(crate) fn clear(&self) -> Vec<Child<M>> {
         let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
-        slots.iter_mut().for_each(|s| *s = None);
+        slots.iter_mut().filter_map(Option::take).collect()
     }
 }

@@ -48,10 +48,10 @@ pub mod selector;
 mod supervisor;
 
 pub use behavior::{Behavior, Done};
-pub use instance::Factory;
+pub use instance::{Factory, InstanceId};
 pub use instances::{Instances, SendError};
 pub use restart::{ChildPolicy, RestartPolicy, RestartStrategy};
-pub use supervisor::{supervise, ServiceSpec, Supervised, SupervisorMsg, DEFAULT_MAILBOX};
+pub use supervisor::{supervise, Exited, ServiceSpec, Supervised, SupervisorMsg, DEFAULT_MAILBOX};
 
 /// ractor, re-exported so users of [`Instances`] name the same `ActorRef` type.
 pub use ractor;

@@ -5,16 +5,17 @@
 //! [`RestartPolicy`] holds. Past the budget the supervisor stops, taking the service down, which
 //! is what OTP does when intensity is exceeded.
 
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::behavior::Behavior;
-use crate::instance::{Factory, InstanceActor};
-use crate::instances::{Depth, Instances};
+use crate::instance::{self, panic_text, Child, Factory, InstanceId};
+use crate::instances::Instances;
 use crate::restart::{RestartBudget, RestartPolicy};
-use std::collections::HashSet;
 
 /// How long a stopping supervisor waits for its instances to finish their current message.
 const CHILD_STOP_GRACE: Duration = Duration::from_secs(5);
@@ -85,30 +86,75 @@ pub enum SupervisorMsg {
     /// Run this many instances: start new ones, or drain and stop the last ones (they finish
     /// the calls already in their mailboxes; no new call reaches them).
     Scale(usize, RpcReplyPort<()>),
+    /// An instance exited (sent by the instance itself).
+    Exited(Exited),
+}
+
+/// How an instance ended: what its supervisor hears, as ractor's supervision events said.
+#[derive(Debug)]
+pub struct Exited {
+    id: InstanceId,
+    /// A panic, as opposed to a stop or the end of a drain.
+    failed: bool,
+    why: String,
+}
+
+impl Exited {
+    pub(crate) fn stopped(id: InstanceId, why: String) -> Self {
+        Self {
+            id,
+            failed: false,
+            why,
+        }
+    }
+
+    pub(crate) fn failed(id: InstanceId, why: String) -> Self {
+        Self {
+            id,
+            failed: true,
+            why,
+        }
+    }
 }
 
 /// The supervisor's bookkeeping.
-pub(crate) struct SupervisorState {
+pub(crate) struct SupervisorState<M> {
     budget: RestartBudget,
-    /// Siblings stopped on purpose (one-for-all, rest-for-one): their exit is not a failure.
-    stopping: HashSet<ractor::ActorId>,
+    /// Instances stopped or drained on purpose (siblings of a one-for-all or rest-for-one
+    /// restart, scaled-down slots): their exit is not a failure. Kept to be stopped with the
+    /// service, as a ractor supervisor stops all its children.
+    stopping: HashMap<InstanceId, Child<M>>,
     /// Restarts scheduled and not yet done.
     pending: usize,
 }
 
+impl<M> Drop for SupervisorState<M> {
+    fn drop(&mut self) {
+        self.stopping.values().for_each(Child::kill);
+    }
+}
+
+/// However the supervisor ends, its instances end with it (ractor kills a dead actor's
+/// children); a normal stop has already stopped them gracefully in `post_stop`.
+impl<B: Behavior> Drop for Supervisor<B> {
+    fn drop(&mut self) {
+        self.instances.clear().iter().for_each(Child::kill);
+    }
+}
+
 impl<B: Behavior> Supervisor<B> {
-    async fn start_child(
+    fn start_child(
         &self,
         myself: &ActorRef<SupervisorMsg>,
         slot: usize,
     ) -> Result<(), ActorProcessingErr> {
-        let depth = Depth::default();
-        let child = InstanceActor {
-            factory: self.factory.clone(),
-            depth: depth.clone(),
-        };
-        let (actor, _join) = Actor::spawn_linked(None, child, (), myself.get_cell()).await?;
-        self.instances.set(slot, Some((actor, depth)));
+        // A factory that panics fails the start, as it did in an actor's `pre_start`.
+        let state = std::panic::catch_unwind(AssertUnwindSafe(|| (self.factory)()))
+            .map_err(|panic| format!("instance factory panicked: {}", panic_text(panic)))?;
+        let child = instance::spawn(state, myself.clone());
+        if let Some(old) = self.instances.set(slot, Some(child)) {
+            old.kill();
+        }
         Ok(())
     }
 
@@ -117,18 +163,19 @@ impl<B: Behavior> Supervisor<B> {
     fn exited(
         &self,
         myself: &ActorRef<SupervisorMsg>,
-        state: &mut SupervisorState,
-        child: ractor::ActorId,
+        state: &mut SupervisorState<B::Msg>,
+        child: InstanceId,
         failed: bool,
         why: &str,
     ) {
-        if state.stopping.remove(&child) {
+        if state.stopping.remove(&child).is_some() {
             return;
         }
         let Some(slot) = self.instances.slot_of(child) else {
             return;
         };
-        self.instances.set(slot, None);
+        // Its task has ended (it reported its exit last).
+        drop(self.instances.set(slot, None));
         let slots = self
             .policy
             .slots_to_restart(slot, self.instances.slots(), failed);
@@ -147,9 +194,11 @@ impl<B: Behavior> Supervisor<B> {
             return;
         };
         for &sibling in slots.iter().filter(|&&s| s != slot) {
-            if let Some(actor) = self.instances.take(sibling) {
-                state.stopping.insert(actor.get_id());
-                actor.stop(Some(format!("restarting with slot {slot}")));
+            if let Some(child) = self.instances.take(sibling) {
+                child
+                    .mailbox
+                    .stop(Some(format!("restarting with slot {slot}")));
+                state.stopping.insert(child.mailbox.get_id(), child);
             }
         }
         tracing::warn!(service = %self.name, slot, ?slots, ?wait, %why, "instance exited; restarting");
@@ -161,33 +210,45 @@ impl<B: Behavior> Supervisor<B> {
 
 impl<B: Behavior> Actor for Supervisor<B> {
     type Msg = SupervisorMsg;
-    type State = SupervisorState;
+    type State = SupervisorState<B::Msg>;
     type Arguments = ();
 
     async fn pre_start(
         &self,
         myself: ActorRef<SupervisorMsg>,
         _: (),
-    ) -> Result<SupervisorState, ActorProcessingErr> {
+    ) -> Result<Self::State, ActorProcessingErr> {
         for slot in 0..self.count {
-            self.start_child(&myself, slot).await?;
+            self.start_child(&myself, slot)?;
         }
         Ok(SupervisorState {
             budget: RestartBudget::default(),
-            stopping: HashSet::new(),
+            stopping: HashMap::new(),
             pending: 0,
         })
     }
 
     async fn post_stop(
         &self,
-        myself: ActorRef<SupervisorMsg>,
-        _state: &mut SupervisorState,
+        _myself: ActorRef<SupervisorMsg>,
+        state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        self.instances.clear();
-        myself
-            .stop_children_and_wait(Some("service stopping".into()), Some(CHILD_STOP_GRACE))
-            .await;
+        // Every instance finishes the message at hand, within the grace period; past it, it is
+        // killed.
+        let mut children = self.instances.clear();
+        children.extend(state.stopping.drain().map(|(_, child)| child));
+        for child in &children {
+            child.mailbox.stop(Some("service stopping".into()));
+        }
+        let deadline = tokio::time::Instant::now() + CHILD_STOP_GRACE;
+        for child in &mut children {
+            if tokio::time::timeout_at(deadline, &mut child.task)
+                .await
+                .is_err()
+            {
+                child.kill();
+            }
+        }
         Ok(())
     }
 
@@ -195,7 +256,7 @@ impl<B: Behavior> Actor for Supervisor<B> {
         &self,
         myself: ActorRef<SupervisorMsg>,
         msg: SupervisorMsg,
-        state: &mut SupervisorState,
+        state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::Restart(slots) => {
@@ -203,44 +264,28 @@ impl<B: Behavior> Actor for Supervisor<B> {
                 for slot in slots {
                     // A slot may be gone since (scaled down).
                     if slot < self.instances.slots() && !self.instances.is_live(slot) {
-                        self.start_child(&myself, slot).await?;
+                        self.start_child(&myself, slot)?;
                     }
                 }
             }
             SupervisorMsg::Scale(count, reply) => {
                 let from = self.instances.slots();
-                for actor in self.instances.resize(count.max(1)) {
-                    state.stopping.insert(actor.get_id());
+                for child in self.instances.resize(count.max(1)) {
                     // Finish what is queued, then stop: scaling down fails no call.
-                    if actor.drain().is_err() {
-                        actor.stop(Some("scaled down".into()));
+                    if child.mailbox.drain().is_err() {
+                        child.mailbox.stop(Some("scaled down".into()));
                     }
+                    state.stopping.insert(child.mailbox.get_id(), child);
                 }
                 for slot in from..count {
-                    self.start_child(&myself, slot).await?;
+                    self.start_child(&myself, slot)?;
                 }
                 tracing::info!(service = %self.name, from, to = count.max(1), "scaled");
                 let _ = reply.send(());
             }
-        }
-        Ok(())
-    }
-
-    async fn handle_supervisor_evt(
-        &self,
-        myself: ActorRef<SupervisorMsg>,
-        event: SupervisionEvent,
-        state: &mut SupervisorState,
-    ) -> Result<(), ActorProcessingErr> {
-        match event {
-            SupervisionEvent::ActorFailed(cell, err) => {
-                self.exited(&myself, state, cell.get_id(), true, &err.to_string());
+            SupervisorMsg::Exited(exit) => {
+                self.exited(&myself, state, exit.id, exit.failed, &exit.why);
             }
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                let why = reason.unwrap_or_else(|| "stopped".into());
-                self.exited(&myself, state, cell.get_id(), false, &why);
-            }
-            _ => {}
         }
         Ok(())
     }
@@ -374,7 +419,7 @@ mod tests {
         s.supervisor.stop_and_wait(None, None).await.unwrap();
     }
 
-    fn ids(s: &Supervised<Flaky>, count: usize) -> Vec<Option<ractor::ActorId>> {
+    fn ids(s: &Supervised<Flaky>, count: usize) -> Vec<Option<InstanceId>> {
         (0..count)
             .map(|i| s.instances.actor(i).map(|a| a.get_id()))
             .collect()

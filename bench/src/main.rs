@@ -9,6 +9,7 @@
 //! cargo run --release -p colony-bench -- gossip     # membership convergence and traffic
 //! cargo run --release -p colony-bench -- pick       # selector pick cost, ns per pick
 //! cargo run --release -p colony-bench -- resilience # 3 servers, one failing or killed, vs tonic
+//! cargo run --release -p colony-bench -- actors     # idle instance memory, vs raw ractor
 //!   options: --duration 3s --warmup 500ms --rounds 2 --instances 64 --concurrency 1,64,256
 //!            --by-name round-robin,p2c --fleet-concurrency 64 --faults none,failing,kill
 //! ```
@@ -67,6 +68,9 @@ enum Command {
     /// Three servers called by name, one failing every call or killed mid-load: colony
     /// (idempotent, retries) vs tonic+TLS balanced over three servers.
     Resilience(RunArgs),
+    /// Idle instances: resident bytes and spawn time per instance, colony vs raw ractor. Not
+    /// part of `all`: it reads the whole process's RSS, so it runs on its own.
+    Actors(ActorsArgs),
     /// Every scenario, in the order rpc, sweep, seq, local, pick, resilience.
     All(RunArgs),
     /// Internal: serve one system in a child process until stdin closes.
@@ -164,6 +168,16 @@ struct GossipArgs {
     steady: Duration,
 }
 
+#[derive(Debug, Clone, Args)]
+struct ActorsArgs {
+    /// Idle actors of each system (and colony instances in each row).
+    #[arg(long, default_value_t = 100_000)]
+    count: usize,
+    /// Also spread the same number of instances over this many services (0 or 1: skip).
+    #[arg(long, default_value_t = 1_000)]
+    spread: usize,
+}
+
 #[derive(Debug, Args)]
 struct ServeArgs {
     /// The system to serve.
@@ -251,7 +265,7 @@ impl Command {
                 pick: true,
                 resilience: true,
             },
-            Command::Serve(_) | Command::Gossip(_) => none,
+            Command::Serve(_) | Command::Gossip(_) | Command::Actors(_) => none,
         }
     }
 
@@ -265,6 +279,7 @@ impl Command {
             Command::Resilience(_) => "resilience",
             Command::All(_) => "all",
             Command::Gossip(_) => "gossip",
+            Command::Actors(_) => "actors",
             Command::Serve(_) => "serve",
         }
     }
@@ -320,6 +335,11 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         Command::Gossip(g) => {
             let section = gossip::run(&g.nodes, g.steady).await;
             println!("# colony-bench gossip\n\n{}", section.to_markdown());
+            return Ok(());
+        }
+        Command::Actors(a) => {
+            let section = scenarios::idle(a.count, a.spread).await?;
+            println!("# colony-bench actors\n\n{}", section.to_markdown());
             return Ok(());
         }
         Command::Rpc(a)
@@ -432,7 +452,15 @@ mod tests {
         assert_eq!(s.fleet_concurrency, 64);
         assert_eq!(s.faults.len(), 3);
         assert!(!cli.command.scenarios().sweep);
-        for cmd in ["local", "seq", "sweep", "pick", "resilience", "all"] {
+        for cmd in [
+            "local",
+            "seq",
+            "sweep",
+            "pick",
+            "resilience",
+            "actors",
+            "all",
+        ] {
             assert!(Cli::try_parse_from(["colony-bench", cmd]).is_ok(), "{cmd}");
         }
         let all = Cli::try_parse_from(["colony-bench", "all"]).unwrap();

@@ -173,11 +173,13 @@ fn failed(label: &str, e: BoxError) -> Summary {
     sample.summarise(Duration::from_secs(1), 0)
 }
 
+mod idle;
 mod in_process;
 mod remote;
 mod resilience;
 mod round_trip;
 
+pub(crate) use idle::idle;
 pub(crate) use in_process::local;
 pub(crate) use remote::{rpc, sweep, RemoteEnv};
 pub(crate) use resilience::resilience;
