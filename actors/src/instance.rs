@@ -26,7 +26,18 @@ impl<B: Behavior> Actor for InstanceActor<B> {
         _myself: ActorRef<Self::Msg>,
         _args: (),
     ) -> Result<B, ActorProcessingErr> {
-        Ok((self.factory)())
+        let mut state = (self.factory)();
+        state.started().await?;
+        Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut B,
+    ) -> Result<(), ActorProcessingErr> {
+        state.stopping().await;
+        Ok(())
     }
 
     async fn handle(

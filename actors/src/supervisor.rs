@@ -32,6 +32,9 @@ pub struct ServiceSpec<B: Behavior> {
     /// Messages each instance may have waiting; past it, sends are refused (see
     /// [`Instances::send`]). [`DEFAULT_MAILBOX`] is a sane default.
     pub mailbox: usize,
+    /// The supervisor above this one, told when this one stops (OTP escalation); `None` for a
+    /// top-level supervisor.
+    pub parent: Option<ractor::ActorCell>,
 }
 
 /// Default mailbox capacity per instance: deep enough to absorb bursts, small enough that a
@@ -51,18 +54,17 @@ pub async fn supervise<B: Behavior>(
     spec: ServiceSpec<B>,
 ) -> Result<Supervised<B>, ractor::SpawnErr> {
     let instances = Arc::new(Instances::new(spec.instances, spec.mailbox));
-    let (supervisor, _join) = Actor::spawn(
-        None,
-        Supervisor {
-            name: spec.name,
-            count: spec.instances,
-            factory: spec.factory,
-            policy: spec.policy,
-            instances: instances.clone(),
-        },
-        (),
-    )
-    .await?;
+    let supervisor = Supervisor {
+        name: spec.name,
+        count: spec.instances,
+        factory: spec.factory,
+        policy: spec.policy,
+        instances: instances.clone(),
+    };
+    let (supervisor, _join) = match spec.parent {
+        Some(parent) => Actor::spawn_linked(None, supervisor, (), parent).await?,
+        None => Actor::spawn(None, supervisor, ()).await?,
+    };
     Ok(Supervised {
         supervisor,
         instances,
@@ -85,6 +87,10 @@ pub enum SupervisorMsg {
     /// Run this many instances: start new ones, or drain and stop the last ones (they finish
     /// the calls already in their mailboxes; no new call reaches them).
     Scale(usize, RpcReplyPort<()>),
+    /// Stop gracefully: no new call reaches an instance, each finishes the calls already in its
+    /// mailbox and runs its `stopping` hook, then the supervisor stops (wait for it with
+    /// `ActorRef::wait`). Restarts still pending are dropped.
+    Drain,
 }
 
 /// The supervisor's bookkeeping.
@@ -94,6 +100,8 @@ pub(crate) struct SupervisorState {
     stopping: HashSet<ractor::ActorId>,
     /// Restarts scheduled and not yet done.
     pending: usize,
+    /// Stopping gracefully: restart nothing, stop once the last instance has drained.
+    draining: bool,
 }
 
 impl<B: Behavior> Supervisor<B> {
@@ -112,8 +120,7 @@ impl<B: Behavior> Supervisor<B> {
         Ok(())
     }
 
-    /// A child exited: decide which slots restart, stop the siblings that go with it, and
-    /// schedule the restart after a backoff; past the budget, stop (OTP's escalation).
+    /// A child exited: the slot it held fails or ends (see [`Self::slot_down`]).
     fn exited(
         &self,
         myself: &ActorRef<SupervisorMsg>,
@@ -123,12 +130,46 @@ impl<B: Behavior> Supervisor<B> {
         why: &str,
     ) {
         if state.stopping.remove(&child) {
+            if state.draining && state.stopping.is_empty() {
+                myself.stop(Some("drained".into()));
+            }
             return;
         }
         let Some(slot) = self.instances.slot_of(child) else {
             return;
         };
         self.instances.set(slot, None);
+        self.slot_down(myself, state, slot, failed, why);
+    }
+
+    /// Starts the instance of `slot`; a start that fails (its `started` hook) counts as a
+    /// failure of the slot, so it backs off and spends the budget like a panic.
+    async fn start_or_fail(
+        &self,
+        myself: &ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+        slot: usize,
+    ) {
+        if let Err(e) = self.start_child(myself, slot).await {
+            let why = format!("start failed: {e}");
+            self.slot_down(myself, state, slot, true, &why);
+        }
+    }
+
+    /// The instance of `slot` is gone: decide which slots restart, stop the siblings that go
+    /// with it, and schedule the restart after a backoff; past the budget, stop, so the failure
+    /// goes up to the parent supervisor (OTP's escalation).
+    fn slot_down(
+        &self,
+        myself: &ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+        slot: usize,
+        failed: bool,
+        why: &str,
+    ) {
+        if failed {
+            self.instances.record_failure(why);
+        }
         let slots = self
             .policy
             .slots_to_restart(slot, self.instances.slots(), failed);
@@ -137,13 +178,13 @@ impl<B: Behavior> Supervisor<B> {
             if self.instances.live() == 0 && state.pending == 0 {
                 // Nothing left to serve and nothing coming back: the service ends, and its
                 // node withdraws it.
-                myself.stop(Some("every instance exited and none restarts".into()));
+                myself.stop(Some(format!("{ENDED}: {why}")));
             }
             return;
         }
         let Some(wait) = state.budget.try_spend(&self.policy, Instant::now()) else {
             tracing::error!(service = %self.name, %why, "restart budget exhausted; stopping service");
-            myself.stop(Some(format!("restart budget exhausted after: {why}")));
+            myself.stop(Some(format!("{EXHAUSTED}: {why}")));
             return;
         };
         for &sibling in slots.iter().filter(|&&s| s != slot) {
@@ -159,6 +200,27 @@ impl<B: Behavior> Supervisor<B> {
     }
 }
 
+/// Stops every child of `supervisor` and waits (at most `grace` in all) for each to finish the
+/// message at hand and exit. ractor kills an actor's children when it exits, so a supervisor
+/// calls this before it does; unlike ractor's `stop_children_and_wait`, it also waits for a
+/// child that was already stopping or draining.
+pub async fn stop_children(supervisor: &ractor::ActorCell, reason: &str, grace: Duration) {
+    let children = supervisor.get_children();
+    for child in &children {
+        child.stop(Some(reason.to_string()));
+    }
+    let deadline = tokio::time::Instant::now() + grace;
+    for child in children {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let _ = child.wait(Some(left)).await;
+    }
+}
+
+/// How a supervisor's stop reason starts when its restart budget ran out.
+pub const EXHAUSTED: &str = "restart budget exhausted";
+/// How a supervisor's stop reason starts when every instance exited and none restarts.
+pub const ENDED: &str = "every instance exited and none restarts";
+
 impl<B: Behavior> Actor for Supervisor<B> {
     type Msg = SupervisorMsg;
     type State = SupervisorState;
@@ -170,12 +232,19 @@ impl<B: Behavior> Actor for Supervisor<B> {
         _: (),
     ) -> Result<SupervisorState, ActorProcessingErr> {
         for slot in 0..self.count {
-            self.start_child(&myself, slot).await?;
+            if let Err(e) = self.start_child(&myself, slot).await {
+                // The service does not start half-made: the instances already up go away.
+                for actor in self.instances.resize(0) {
+                    let _ = actor.stop_and_wait(None, Some(CHILD_STOP_GRACE)).await;
+                }
+                return Err(e);
+            }
         }
         Ok(SupervisorState {
             budget: RestartBudget::default(),
             stopping: HashSet::new(),
             pending: 0,
+            draining: false,
         })
     }
 
@@ -185,9 +254,7 @@ impl<B: Behavior> Actor for Supervisor<B> {
         _state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         self.instances.clear();
-        myself
-            .stop_children_and_wait(Some("service stopping".into()), Some(CHILD_STOP_GRACE))
-            .await;
+        stop_children(&myself.get_cell(), "service stopping", CHILD_STOP_GRACE).await;
         Ok(())
     }
 
@@ -200,10 +267,13 @@ impl<B: Behavior> Actor for Supervisor<B> {
         match msg {
             SupervisorMsg::Restart(slots) => {
                 state.pending -= 1;
+                if state.draining {
+                    return Ok(());
+                }
                 for slot in slots {
                     // A slot may be gone since (scaled down).
                     if slot < self.instances.slots() && !self.instances.is_live(slot) {
-                        self.start_child(&myself, slot).await?;
+                        self.start_or_fail(&myself, state, slot).await;
                     }
                 }
             }
@@ -217,10 +287,22 @@ impl<B: Behavior> Actor for Supervisor<B> {
                     }
                 }
                 for slot in from..count {
-                    self.start_child(&myself, slot).await?;
+                    self.start_or_fail(&myself, state, slot).await;
                 }
                 tracing::info!(service = %self.name, from, to = count.max(1), "scaled");
                 let _ = reply.send(());
+            }
+            SupervisorMsg::Drain => {
+                state.draining = true;
+                for actor in self.instances.resize(0) {
+                    state.stopping.insert(actor.get_id());
+                    if actor.drain().is_err() {
+                        actor.stop(Some("service stopping".into()));
+                    }
+                }
+                if state.stopping.is_empty() {
+                    myself.stop(Some("drained".into()));
+                }
             }
         }
         Ok(())
@@ -298,6 +380,7 @@ mod tests {
             factory: Arc::new(|| Flaky(0)),
             policy,
             mailbox,
+            parent: None,
         })
         .await
         .unwrap()
