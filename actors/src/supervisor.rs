@@ -386,7 +386,7 @@ mod tests {
         .unwrap()
     }
 
-    async fn count(s: &Supervised<Flaky>) -> Option<u32> {
+    async fn count<B: Behavior<Msg = Ask>>(s: &Supervised<B>) -> Option<u32> {
         let (tx, rx) = oneshot::channel();
         s.instances.send(Ask::Count(tx)).ok()?;
         rx.await.ok()
@@ -478,6 +478,135 @@ mod tests {
             child,
             ..RestartPolicy::default()
         }
+    }
+
+    /// Backoff grows between restarts of a crash-looping instance, read on tokio's paused
+    /// clock: the test measures virtual time, so it neither waits nor depends on the machine.
+    #[tokio::test(start_paused = true)]
+    async fn restarts_back_off_longer_each_time() {
+        let backoff = Duration::from_millis(100);
+        let policy = RestartPolicy {
+            max_restarts: 100,
+            backoff,
+            max_backoff: Duration::from_secs(60),
+            ..RestartPolicy::default()
+        };
+        let s = start(policy).await;
+        let mut gaps = Vec::new();
+        for n in 1..=6u32 {
+            assert!(s.instances.send(Ask::Panic).is_ok());
+            let failed_at = tokio::time::Instant::now();
+            while !(s.instances.restarts() == u64::from(n) && s.instances.live() == 1) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            gaps.push(failed_at.elapsed());
+        }
+        for (k, gap) in gaps.iter().enumerate() {
+            // Between half the backoff ceiling and all of it (plus the 1 ms polling step).
+            let ceiling = backoff * (1 << k);
+            assert!(
+                *gap >= ceiling / 2 && *gap <= ceiling + Duration::from_millis(2),
+                "restart {k}: waited {gap:?}, ceiling {ceiling:?} (all: {gaps:?})"
+            );
+        }
+        assert!(gaps[5] >= gaps[0] * 8, "grew: {gaps:?}");
+        s.supervisor.stop_and_wait(None, None).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failing_start_hook_counts_as_a_failure_and_exhausts_the_budget() {
+        /// Starts once, then refuses every restart.
+        struct StartsOnce;
+        static STARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        impl Behavior for StartsOnce {
+            type Msg = Ask;
+            async fn handle(&mut self, msg: Ask, _done: Done<'_>) {
+                if let Ask::Panic = msg {
+                    panic!("asked to fail");
+                }
+            }
+            async fn started(&mut self) -> Result<(), String> {
+                match STARTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                    0 => Ok(()),
+                    n => Err(format!("start #{n} refused")),
+                }
+            }
+        }
+        let s = supervise(ServiceSpec {
+            name: "starts-once".into(),
+            instances: 1,
+            factory: Arc::new(|| StartsOnce),
+            policy: RestartPolicy {
+                max_restarts: 3,
+                backoff: Duration::from_millis(1),
+                ..RestartPolicy::default()
+            },
+            mailbox: DEFAULT_MAILBOX,
+            parent: None,
+        })
+        .await
+        .unwrap();
+        assert!(s.instances.send(Ask::Panic).is_ok());
+        tokio::time::timeout(Duration::from_secs(10), s.supervisor.wait(None))
+            .await
+            .expect("the supervisor gives up once restarts keep failing")
+            .unwrap();
+        // The first start, then one restart per budget unit, each refused.
+        assert_eq!(STARTS.load(std::sync::atomic::Ordering::SeqCst), 4);
+        let failure = s.instances.last_failure().expect("a failure is recorded");
+        assert!(failure.reason.contains("start #3 refused"), "{failure:?}");
+    }
+
+    #[tokio::test]
+    async fn draining_answers_queued_calls_runs_stopping_hooks_then_stops() {
+        let stopped = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        struct Hooked(Arc<std::sync::atomic::AtomicU32>, u32);
+        impl Behavior for Hooked {
+            type Msg = Ask;
+            async fn handle(&mut self, msg: Ask, done: Done<'_>) {
+                match msg {
+                    Ask::Count(reply) => {
+                        self.1 += 1;
+                        drop(done);
+                        let _ = reply.send(self.1);
+                    }
+                    Ask::Block(until) => {
+                        let _ = until.await;
+                    }
+                    Ask::Panic => panic!("asked to fail"),
+                }
+            }
+            async fn stopping(&mut self) {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let hooks = stopped.clone();
+        let s = supervise(ServiceSpec {
+            name: "hooked".into(),
+            instances: 2,
+            factory: Arc::new(move || Hooked(hooks.clone(), 0)),
+            policy: RestartPolicy::default(),
+            mailbox: DEFAULT_MAILBOX,
+            parent: None,
+        })
+        .await
+        .unwrap();
+        let first = s.instances.actor(0).unwrap();
+        let (release, blocked) = oneshot::channel();
+        first.send_message(Ask::Block(blocked)).unwrap();
+        let (tx, queued) = oneshot::channel();
+        first.send_message(Ask::Count(tx)).unwrap();
+        s.supervisor.cast(SupervisorMsg::Drain).unwrap();
+        wait_until(|| s.instances.live() == 0).await;
+        assert!(count(&s).await.is_none(), "no new call once draining");
+        release.send(()).unwrap();
+        assert_eq!(queued.await.ok(), Some(1), "the queued call is answered");
+        tokio::time::timeout(Duration::from_secs(10), s.supervisor.wait(None))
+            .await
+            .expect("the supervisor stops once drained")
+            .unwrap();
+        assert_eq!(stopped.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(s.instances.restarts(), 0, "a drained instance is not restarted");
     }
 
     #[tokio::test]
