@@ -1,7 +1,9 @@
 //! A handler that panics: its caller gets `Internal`, the supervisor replaces the instance (one
 //! restart, fresh state), and the next call is served — for local and remote callers alike.
 
-use colony::{Code, Node, Origin};
+use std::time::Duration;
+
+use colony::{Code, Node, NodeStatus, Origin, Recovery, RestartPolicy, ServiceStatus};
 use colony_tests::*;
 
 /// Waits until the service has restarted `restarts` times in all and runs all its `instances`
@@ -320,5 +322,206 @@ async fn scaling_while_serving_fails_no_call() {
     })
     .await;
     b.shutdown().await;
+    a.shutdown().await;
+}
+
+/// Past its restart budget a service fails as a whole: it leaves every node's registry at once,
+/// the other service on its node keeps answering, health says why, and it comes back by hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_past_its_budget_is_withdrawn_everywhere_while_its_neighbour_serves() {
+    let ca = new_ca();
+    let a = start_node(&ca, "a").await;
+    let b = node_builder(&ca, "b")
+        .seeds([a.addr().to_string()])
+        .start()
+        .await
+        .expect("node starts");
+    let fragile = start_fixture_with(&a, "fragile", |s| {
+        s.restart_policy(RestartPolicy {
+            max_restarts: 1,
+            within: Duration::from_secs(600),
+            ..RestartPolicy::default()
+        })
+        .recovery(Recovery::Manual)
+    })
+    .await;
+    start_fixture(&a, "steady", 1).await;
+    let both_on_a = |r: &colony::Registry| {
+        r.instances("fragile").len() == 1 && r.instances("steady").len() == 1
+    };
+    converge(&b, "fragile and steady on a", both_on_a).await;
+    converge(&a, "fragile and steady on a", both_on_a).await;
+
+    // The first panic is within the budget: one restart.
+    let _ = a.client().call("fragile", Panic {}).await;
+    wait_restarted(&fragile, 1, 1).await;
+    assert_eq!(fragile.service.health().unwrap().escalations, 0);
+    // The second is past it: the service fails and goes up to the node.
+    let _ = a.client().call("fragile", Panic {}).await;
+    let failed = |n: &Node| {
+        n.health()
+            .services
+            .iter()
+            .any(|s| s.name == "fragile" && s.status == ServiceStatus::Failed)
+    };
+    wait_until(|| failed(&a), "fragile reported failed").await;
+    converge(&b, "fragile withdrawn", |r| {
+        r.instances("fragile").is_empty()
+    })
+    .await;
+    converge(&a, "fragile withdrawn", |r| {
+        r.instances("fragile").is_empty()
+    })
+    .await;
+
+    // Not routable from anywhere, and nothing else is hurt.
+    let err = expect_err(a.client().call("fragile", Count {}).await, "local call");
+    assert!(
+        matches!(err.code(), Code::NotFound | Code::Unavailable),
+        "{err}"
+    );
+    for caller in [&a, &b] {
+        let echoed = caller
+            .client()
+            .call("steady", Echo { text: "hi".into() })
+            .await
+            .expect("the neighbour keeps serving");
+        assert_eq!(echoed.text, "hi");
+    }
+
+    let health = a.health();
+    assert_eq!(health.status, NodeStatus::Degraded);
+    let row = |h: &colony::NodeHealth, name: &str| {
+        h.services.iter().find(|s| s.name == name).cloned().unwrap()
+    };
+    let fragile_row = row(&health, "fragile");
+    assert_eq!(fragile_row.escalations, 1);
+    assert_eq!(fragile_row.live, 0);
+    assert_eq!(fragile_row.restart_in_ms, None, "manual recovery");
+    let why = fragile_row.last_failure.unwrap_or_default();
+    assert!(why.contains("fixture asked to panic"), "{why}");
+    assert_eq!(row(&health, "steady").status, ServiceStatus::Running);
+
+    // Restarted by hand: back in routing and gossip, with fresh state.
+    fragile.service.restart().await.expect("restarts");
+    converge(&b, "fragile back", |r| r.instances("fragile").len() == 1).await;
+    assert_eq!(b.client().call("fragile", Count {}).await.unwrap(), 1);
+    let back = fragile.service.health().unwrap();
+    assert_eq!((back.status, back.escalations), (ServiceStatus::Running, 1));
+    assert_eq!(a.health().status, NodeStatus::Healthy);
+    let again = expect_err(
+        fragile.service.restart().await,
+        "restart of a running service",
+    );
+    assert_eq!(again.code(), Code::Conflict, "{again}");
+
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+/// With a cool-down, a failed service comes back by itself: a crash loop needs no human.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_service_restarts_after_its_cool_down() {
+    let ca = new_ca();
+    let a = start_node(&ca, "a").await;
+    let fragile = start_fixture_with(&a, "fragile", |s| {
+        s.restart_policy(RestartPolicy {
+            max_restarts: 0,
+            ..RestartPolicy::default()
+        })
+        .recovery(Recovery::CoolDown {
+            first: Duration::from_millis(50),
+            max: Duration::from_secs(1),
+        })
+    })
+    .await;
+    for escalations in 1..=2 {
+        let _ = a.client().call("fragile", Panic {}).await;
+        let service = fragile.service.clone();
+        wait_until(
+            move || {
+                service.health().is_some_and(|h| {
+                    h.escalations == escalations && h.status == ServiceStatus::Running
+                })
+            },
+            &format!("restart after escalation {escalations}"),
+        )
+        .await;
+        assert!(a.client().call("fragile", Count {}).await.is_ok());
+    }
+    a.shutdown().await;
+}
+
+/// A `started` hook that fails makes `spawn` fail with its reason; `stopping` runs on stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_hooks_gate_the_start_and_run_on_stop() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    struct Hooked {
+        refuse: bool,
+        stops: Arc<AtomicU32>,
+        ready: bool,
+    }
+    impl colony::Lifecycle for Hooked {
+        async fn started(&mut self) -> Result<(), colony::Error> {
+            if self.refuse {
+                return Err(colony::Error::unavailable("database unreachable"));
+            }
+            self.ready = true;
+            Ok(())
+        }
+        async fn stopping(&mut self) {
+            self.stops.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    impl colony::Handler<Count> for Hooked {
+        async fn handle(&mut self, _: Count, _: &colony::Context) -> Result<u64, colony::Error> {
+            Ok(u64::from(self.ready))
+        }
+    }
+
+    let ca = new_ca();
+    let a = start_node(&ca, "a").await;
+    let stops = Arc::new(AtomicU32::new(0));
+    let spawn = |refuse: bool| {
+        let stops = stops.clone();
+        a.service("hooked")
+            .instances(3)
+            .handler::<Count>()
+            .lifecycle()
+            .spawn(move || Hooked {
+                refuse,
+                stops: stops.clone(),
+                ready: false,
+            })
+    };
+    let err = expect_err(spawn(true).await, "a start hook that fails");
+    assert!(err.detail().contains("database unreachable"), "{err}");
+    assert!(a.services().is_empty(), "nothing half-started is left");
+    assert_eq!(
+        stops.load(Ordering::SeqCst),
+        0,
+        "never started, never stopped"
+    );
+
+    let service = spawn(false).await.expect("starts");
+    assert_eq!(
+        a.client().call("hooked", Count {}).await.unwrap(),
+        1,
+        "ready"
+    );
+    service.scale(1).await.unwrap();
+    wait_until(
+        || stops.load(Ordering::SeqCst) == 2,
+        "stopping hooks of the two scaled away",
+    )
+    .await;
+    service.stop().await;
+    assert_eq!(
+        stops.load(Ordering::SeqCst),
+        3,
+        "and of the last one, on stop"
+    );
     a.shutdown().await;
 }

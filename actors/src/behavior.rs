@@ -17,6 +17,19 @@ pub trait Behavior: Send + Sized + 'static {
     /// the instance then counts as free when that sender's next message is routed, instead of
     /// looking busy until this call returns. It is dropped at the end of `handle` anyway.
     fn handle(&mut self, msg: Self::Msg, done: Done<'_>) -> impl Future<Output = ()> + Send;
+
+    /// Runs once the state is made, before the instance takes a message. An error fails the
+    /// start: the first start of a service then fails, a restart counts as one more failure
+    /// (backoff and budget apply).
+    fn started(&mut self) -> impl Future<Output = Result<(), String>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Runs when the instance stops on purpose (service stop, scale-down, node shutdown), after
+    /// its mailbox is drained. Not after a panic: that state is gone.
+    fn stopping(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }
 
 /// Marks the message at hand as handled when dropped (see [`Behavior::handle`]).

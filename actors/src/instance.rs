@@ -56,10 +56,13 @@ struct Queue<M> {
     waiting: Option<Waker>,
 }
 
-impl<M> Queue<M> {
-    /// Whoever waits, to be woken once the lock is released.
-    fn waiter(&mut self) -> Option<Waker> {
-        self.waiting.take()
+/// Releases the lock, then wakes the task if it waits: woken under the lock, it would only
+/// block on it.
+fn release_and_wake<M>(mut queue: MutexGuard<'_, Queue<M>>) {
+    let waiter = queue.waiting.take();
+    drop(queue);
+    if let Some(waiter) = waiter {
+        waiter.wake();
     }
 }
 
@@ -104,9 +107,7 @@ impl<M> Mailbox<M> {
             return Err(Closed(msg));
         }
         queue.messages.push_back(msg);
-        let waiter = queue.waiter();
-        drop(queue);
-        waiter.map(Waker::wake);
+        release_and_wake(queue);
         Ok(())
     }
 
@@ -115,9 +116,7 @@ impl<M> Mailbox<M> {
         let mut queue = self.lock();
         queue.open = false;
         queue.stop.get_or_insert(reason);
-        let waiter = queue.waiter();
-        drop(queue);
-        waiter.map(Waker::wake);
+        release_and_wake(queue);
     }
 
     /// Handles what is queued, then exits; new messages are refused. Fails if already closed.
@@ -128,9 +127,7 @@ impl<M> Mailbox<M> {
         }
         queue.open = false;
         queue.draining = true;
-        let waiter = queue.waiter();
-        drop(queue);
-        waiter.map(Waker::wake);
+        release_and_wake(queue);
         Ok(())
     }
 
@@ -185,11 +182,25 @@ impl<M> Child<M> {
     }
 }
 
-/// Starts an instance with `state`; its exit (not a kill) is reported to `supervisor`.
-pub(crate) fn spawn<B: Behavior>(state: B, supervisor: ActorRef<SupervisorMsg>) -> Child<B::Msg> {
+/// Starts an instance from `factory`: makes its state and runs its `started` hook here (a hook
+/// that fails or a factory that panics fails the start, and nothing runs), then spawns the task
+/// that handles its messages. Its exit (not a kill) is reported to `supervisor`.
+pub(crate) async fn start<B: Behavior>(
+    factory: &Factory<B>,
+    supervisor: ActorRef<SupervisorMsg>,
+) -> Result<Child<B::Msg>, String> {
+    let mut state = std::panic::catch_unwind(AssertUnwindSafe(|| factory()))
+        .map_err(|panic| format!("instance factory panicked: {}", panic_text(panic)))?;
+    // Hook-less states return at once: no task switch, nothing allocated per start.
+    let started = catch_panic(std::pin::pin!(state.started())).await;
+    match started {
+        Ok(Ok(())) => {}
+        Ok(Err(why)) => return Err(why),
+        Err(panic) => return Err(format!("started hook panicked: {}", panic_text(panic))),
+    }
     let mailbox = Arc::new(Mailbox::new());
     let task = tokio::spawn(run(mailbox.clone(), state, supervisor));
-    Child { mailbox, task }
+    Ok(Child { mailbox, task })
 }
 
 async fn run<B: Behavior>(
@@ -212,18 +223,24 @@ async fn run<B: Behavior>(
     };
     // Callers waiting in the queue hear at once that their call never ran.
     mailbox.close();
+    if !exit.failed {
+        // Stopped on purpose: the state is intact and may clean up (a panicked one is not).
+        if let Err(panic) = catch_panic(std::pin::pin!(state.stopping())).await {
+            tracing::warn!(panic = %panic_text(panic), "an instance's stopping hook panicked");
+        }
+    }
     drop(state);
     let _ = supervisor.send_message(SupervisorMsg::Exited(exit));
 }
 
 /// Polls `future` to the end, turning a panic inside it into an error. The caller drops the
 /// future (and what it holds, such as a caller's reply port) afterwards.
-fn catch_panic<F: Future<Output = ()>>(
+fn catch_panic<T, F: Future<Output = T>>(
     mut future: Pin<&mut F>,
-) -> impl Future<Output = Result<(), Box<dyn Any + Send>>> + '_ {
+) -> impl Future<Output = Result<T, Box<dyn Any + Send>>> + '_ {
     std::future::poll_fn(move |cx| {
         match std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
-            Ok(Poll::Ready(())) => Poll::Ready(Ok(())),
+            Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
             Ok(Poll::Pending) => Poll::Pending,
             Err(panic) => Poll::Ready(Err(panic)),
         }

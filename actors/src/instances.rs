@@ -1,7 +1,8 @@
 //! The live instances of one service, readable by callers without asking the supervisor.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
+use std::time::SystemTime;
 
 use crate::instance::{Child, Closed, InstanceId};
 use crate::selector::random_below;
@@ -22,8 +23,18 @@ type Slot<M> = Child<M>;
 pub struct Instances<M> {
     slots: RwLock<Vec<Option<Slot<M>>>>,
     restarts: AtomicU64,
+    last_failure: Mutex<Option<Failure>>,
     /// Messages an instance may have waiting (its mailbox capacity).
     capacity: u32,
+}
+
+/// The latest failure of an instance of the service: why, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The panic message, the start error, or the stop reason.
+    pub reason: String,
+    /// When the supervisor learned of it.
+    pub at: SystemTime,
 }
 
 impl<M> std::fmt::Debug for Instances<M> {
@@ -117,6 +128,7 @@ impl<M> Instances<M> {
         Self {
             slots: RwLock::new((0..count).map(|_| None).collect()),
             restarts: AtomicU64::new(0),
+            last_failure: Mutex::new(None),
             capacity: capacity.clamp(1, u32::MAX as usize / 4) as u32,
         }
     }
@@ -140,6 +152,21 @@ impl<M> Instances<M> {
     /// How many times an instance has been restarted since the service started.
     pub fn restarts(&self) -> u64 {
         self.restarts.load(Ordering::Relaxed)
+    }
+
+    /// The latest failure of any instance (`None` if none has failed).
+    pub fn last_failure(&self) -> Option<Failure> {
+        self.last_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn record_failure(&self, reason: &str) {
+        *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(Failure {
+            reason: reason.to_string(),
+            at: SystemTime::now(),
+        });
     }
 
     /// Puts `child` in `slot`, handing back the one it replaces.

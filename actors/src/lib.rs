@@ -1,11 +1,18 @@
 //! colony's building blocks, written as actors that talk in messages.
 //!
 //! Today this crate holds service supervision: [`supervise`] starts a supervisor actor that runs
-//! N instances of a [`Behavior`] and restarts any instance that panics or stops, one-for-one,
-//! within a [`RestartPolicy`] budget (ractor itself has no restart strategies: its default is to
-//! stop the parent when a child dies). Callers reach the instances through [`Instances`], a
-//! table the supervisor keeps current, so a call never waits on the supervisor; a message goes
-//! to the instance with the fewest messages waiting.
+//! N instances of a [`Behavior`] and restarts any instance that panics or stops, by the
+//! [`RestartStrategy`] and [`ChildPolicy`] of its [`RestartPolicy`], after a jittered exponential
+//! backoff and within an OTP-style intensity budget; past the budget it stops, and the
+//! supervisor above it (the `parent` of [`ServiceSpec`]) learns why (ractor itself has no restart
+//! strategies: its default is to stop the parent when a child dies). Callers reach the
+//! instances through [`Instances`], a table the supervisor keeps current, so a call never waits
+//! on the supervisor; a message goes to the instance with the fewest messages waiting, and a
+//! full mailbox refuses at once.
+//!
+//! Supervisors are ractor actors; an instance is lighter: a tokio task over a mailbox of its
+//! own (0.9 KB idle, where a ractor actor takes 6.7 KB), with the same one-message-at-a-time,
+//! stop, drain and panic semantics (see `instance.rs`).
 //!
 //! [`selector`] holds the decision logic of the runtime's selector actors: strategies, instance
 //! load, outlier ejection and the retry budget, as plain state with no I/O. The topic and lock
@@ -32,6 +39,7 @@
 //!     factory: Arc::new(|| Counter(0)),
 //!     policy: RestartPolicy::default(),
 //!     mailbox: colony_actors::DEFAULT_MAILBOX,
+//!     parent: None,
 //! }).await.unwrap();
 //! let (tx, rx) = tokio::sync::oneshot::channel();
 //! service.instances.send(tx).unwrap();
@@ -49,9 +57,12 @@ mod supervisor;
 
 pub use behavior::{Behavior, Done};
 pub use instance::{Factory, InstanceId};
-pub use instances::{Instances, SendError};
+pub use instances::{Failure, Instances, SendError};
 pub use restart::{ChildPolicy, RestartPolicy, RestartStrategy};
-pub use supervisor::{supervise, Exited, ServiceSpec, Supervised, SupervisorMsg, DEFAULT_MAILBOX};
+pub use supervisor::{
+    stop_children, supervise, Exited, ServiceSpec, Supervised, SupervisorMsg, DEFAULT_MAILBOX,
+    ENDED, EXHAUSTED,
+};
 
 /// ractor, re-exported so users of [`Instances`] name the same `ActorRef` type.
 pub use ractor;

@@ -35,8 +35,10 @@ pub enum ChildPolicy {
 
 /// A supervisor restarts exited children until more than `max_restarts` happen within
 /// `within`; then it gives up and stops, like OTP's intensity and period. Restarts wait an
-/// exponential backoff with full jitter, from `backoff` up to `max_backoff`, growing with the
-/// restarts already in the window, so a crash loop does not spin.
+/// exponential backoff, from `backoff` up to `max_backoff`, growing with the restarts already
+/// in the window, so a crash loop does not spin. The wait is jittered between half the backoff
+/// and all of it ("equal jitter"): instances that fail together do not restart in lockstep, yet
+/// until the cap each wait is at least as long as the one before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RestartPolicy {
     /// Which children restart.
@@ -93,8 +95,8 @@ pub(crate) struct RestartBudget {
 }
 
 impl RestartBudget {
-    /// Records a restart at `now` if the policy allows it; returns how long to wait before it
-    /// (full jitter below `backoff · 2^(restarts already in the window)`, capped).
+    /// Records a restart at `now` if the policy allows it; returns how long to wait before it:
+    /// between half and all of `backoff · 2^(restarts already in the window)`, capped.
     pub(crate) fn try_spend(&mut self, policy: &RestartPolicy, now: Instant) -> Option<Duration> {
         while let Some(&oldest) = self.recent.front() {
             if now.duration_since(oldest) > policy.within {
@@ -111,7 +113,7 @@ impl RestartBudget {
             .saturating_mul(1u32 << self.recent.len().min(16))
             .min(policy.max_backoff);
         self.recent.push_back(now);
-        Some(ceiling.mul_f64(random_unit()))
+        Some(ceiling / 2 + (ceiling / 2).mul_f64(random_unit()))
     }
 }
 
@@ -150,10 +152,22 @@ mod tests {
         };
         let mut budget = RestartBudget::default();
         let t = Instant::now();
+        let mut previous = Duration::ZERO;
         for n in 0..8u32 {
             let wait = budget.try_spend(&policy, t).unwrap();
             let ceiling = Duration::from_millis(10 * (1 << n)).min(Duration::from_millis(100));
             assert!(wait <= ceiling, "restart {n}: {wait:?} > {ceiling:?}");
+            assert!(
+                wait >= ceiling / 2,
+                "restart {n}: {wait:?} < half of {ceiling:?}"
+            );
+            if ceiling < policy.max_backoff {
+                assert!(
+                    wait >= previous,
+                    "restart {n}: {wait:?} < {previous:?} before the cap"
+                );
+            }
+            previous = wait;
         }
     }
 

@@ -3,17 +3,19 @@
 //! ractor's default reaction to a failed child is to stop the parent; here a failed instance is
 //! replaced by a fresh one built from the service's factory, as long as the restart budget of the
 //! [`RestartPolicy`] holds. Past the budget the supervisor stops, taking the service down, which
-//! is what OTP does when intensity is exceeded.
+//! is what OTP does when intensity is exceeded; the supervisor above it (its `parent`) hears why.
+//!
+//! The supervisor is a ractor actor; its instances are lighter tasks with mailboxes of their own
+//! (see `instance.rs`), which report their exit to it as [`SupervisorMsg::Exited`].
 
 use std::collections::HashMap;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::behavior::Behavior;
-use crate::instance::{self, panic_text, Child, Factory, InstanceId};
+use crate::instance::{self, Child, Factory, InstanceId};
 use crate::instances::Instances;
 use crate::restart::{RestartBudget, RestartPolicy};
 
@@ -33,6 +35,9 @@ pub struct ServiceSpec<B: Behavior> {
     /// Messages each instance may have waiting; past it, sends are refused (see
     /// [`Instances::send`]). [`DEFAULT_MAILBOX`] is a sane default.
     pub mailbox: usize,
+    /// The supervisor above this one, told when this one stops (OTP escalation); `None` for a
+    /// top-level supervisor.
+    pub parent: Option<ractor::ActorCell>,
 }
 
 /// Default mailbox capacity per instance: deep enough to absorb bursts, small enough that a
@@ -52,18 +57,17 @@ pub async fn supervise<B: Behavior>(
     spec: ServiceSpec<B>,
 ) -> Result<Supervised<B>, ractor::SpawnErr> {
     let instances = Arc::new(Instances::new(spec.instances, spec.mailbox));
-    let (supervisor, _join) = Actor::spawn(
-        None,
-        Supervisor {
-            name: spec.name,
-            count: spec.instances,
-            factory: spec.factory,
-            policy: spec.policy,
-            instances: instances.clone(),
-        },
-        (),
-    )
-    .await?;
+    let supervisor = Supervisor {
+        name: spec.name,
+        count: spec.instances,
+        factory: spec.factory,
+        policy: spec.policy,
+        instances: instances.clone(),
+    };
+    let (supervisor, _join) = match spec.parent {
+        Some(parent) => Actor::spawn_linked(None, supervisor, (), parent).await?,
+        None => Actor::spawn(None, supervisor, ()).await?,
+    };
     Ok(Supervised {
         supervisor,
         instances,
@@ -86,6 +90,10 @@ pub enum SupervisorMsg {
     /// Run this many instances: start new ones, or drain and stop the last ones (they finish
     /// the calls already in their mailboxes; no new call reaches them).
     Scale(usize, RpcReplyPort<()>),
+    /// Stop gracefully: no new call reaches an instance, each finishes the calls already in its
+    /// mailbox and runs its `stopping` hook, then the supervisor stops (wait for it with
+    /// `ActorRef::wait`). Restarts still pending are dropped.
+    Drain,
     /// An instance exited (sent by the instance itself).
     Exited(Exited),
 }
@@ -95,7 +103,7 @@ pub enum SupervisorMsg {
 pub struct Exited {
     id: InstanceId,
     /// A panic, as opposed to a stop or the end of a drain.
-    failed: bool,
+    pub(crate) failed: bool,
     why: String,
 }
 
@@ -121,11 +129,13 @@ impl Exited {
 pub(crate) struct SupervisorState<M> {
     budget: RestartBudget,
     /// Instances stopped or drained on purpose (siblings of a one-for-all or rest-for-one
-    /// restart, scaled-down slots): their exit is not a failure. Kept to be stopped with the
-    /// service, as a ractor supervisor stops all its children.
+    /// restart, scaled-down slots, a draining service): their exit is not a failure. Kept to be
+    /// stopped with the service, as a ractor supervisor stops all its children.
     stopping: HashMap<InstanceId, Child<M>>,
     /// Restarts scheduled and not yet done.
     pending: usize,
+    /// Stopping gracefully: restart nothing, stop once the last instance has drained.
+    draining: bool,
 }
 
 impl<M> Drop for SupervisorState<M> {
@@ -143,23 +153,35 @@ impl<B: Behavior> Drop for Supervisor<B> {
 }
 
 impl<B: Behavior> Supervisor<B> {
-    fn start_child(
+    /// Starts the instance of `slot`; it takes messages once its `started` hook has run.
+    async fn start_child(
         &self,
         myself: &ActorRef<SupervisorMsg>,
         slot: usize,
-    ) -> Result<(), ActorProcessingErr> {
-        // A factory that panics fails the start, as it did in an actor's `pre_start`.
-        let state = std::panic::catch_unwind(AssertUnwindSafe(|| (self.factory)()))
-            .map_err(|panic| format!("instance factory panicked: {}", panic_text(panic)))?;
-        let child = instance::spawn(state, myself.clone());
+    ) -> Result<(), String> {
+        let child = instance::start(&self.factory, myself.clone()).await?;
         if let Some(old) = self.instances.set(slot, Some(child)) {
             old.kill();
         }
         Ok(())
     }
 
-    /// A child exited: decide which slots restart, stop the siblings that go with it, and
-    /// schedule the restart after a backoff; past the budget, stop (OTP's escalation).
+    /// Stops `child` on purpose (after the message at hand; with `drain`, after its queue) and
+    /// remembers it, so its exit is not taken for a failure.
+    fn retire(
+        &self,
+        state: &mut SupervisorState<B::Msg>,
+        child: Child<B::Msg>,
+        drain: bool,
+        why: &str,
+    ) {
+        if !drain || child.mailbox.drain().is_err() {
+            child.mailbox.stop(Some(why.to_string()));
+        }
+        state.stopping.insert(child.mailbox.get_id(), child);
+    }
+
+    /// A child exited: the slot it held fails or ends (see [`Self::slot_down`]).
     fn exited(
         &self,
         myself: &ActorRef<SupervisorMsg>,
@@ -169,6 +191,9 @@ impl<B: Behavior> Supervisor<B> {
         why: &str,
     ) {
         if state.stopping.remove(&child).is_some() {
+            if state.draining && state.stopping.is_empty() {
+                myself.stop(Some("drained".into()));
+            }
             return;
         }
         let Some(slot) = self.instances.slot_of(child) else {
@@ -176,6 +201,37 @@ impl<B: Behavior> Supervisor<B> {
         };
         // Its task has ended (it reported its exit last).
         drop(self.instances.set(slot, None));
+        self.slot_down(myself, state, slot, failed, why);
+    }
+
+    /// Starts the instance of `slot`; a start that fails (its `started` hook) counts as a
+    /// failure of the slot, so it backs off and spends the budget like a panic.
+    async fn start_or_fail(
+        &self,
+        myself: &ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState<B::Msg>,
+        slot: usize,
+    ) {
+        if let Err(e) = self.start_child(myself, slot).await {
+            let why = format!("start failed: {e}");
+            self.slot_down(myself, state, slot, true, &why);
+        }
+    }
+
+    /// The instance of `slot` is gone: decide which slots restart, stop the siblings that go
+    /// with it, and schedule the restart after a backoff; past the budget, stop, so the failure
+    /// goes up to the parent supervisor (OTP's escalation).
+    fn slot_down(
+        &self,
+        myself: &ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState<B::Msg>,
+        slot: usize,
+        failed: bool,
+        why: &str,
+    ) {
+        if failed {
+            self.instances.record_failure(why);
+        }
         let slots = self
             .policy
             .slots_to_restart(slot, self.instances.slots(), failed);
@@ -184,21 +240,18 @@ impl<B: Behavior> Supervisor<B> {
             if self.instances.live() == 0 && state.pending == 0 {
                 // Nothing left to serve and nothing coming back: the service ends, and its
                 // node withdraws it.
-                myself.stop(Some("every instance exited and none restarts".into()));
+                myself.stop(Some(format!("{ENDED}: {why}")));
             }
             return;
         }
         let Some(wait) = state.budget.try_spend(&self.policy, Instant::now()) else {
             tracing::error!(service = %self.name, %why, "restart budget exhausted; stopping service");
-            myself.stop(Some(format!("restart budget exhausted after: {why}")));
+            myself.stop(Some(format!("{EXHAUSTED}: {why}")));
             return;
         };
         for &sibling in slots.iter().filter(|&&s| s != slot) {
             if let Some(child) = self.instances.take(sibling) {
-                child
-                    .mailbox
-                    .stop(Some(format!("restarting with slot {slot}")));
-                state.stopping.insert(child.mailbox.get_id(), child);
+                self.retire(state, child, false, &format!("restarting with slot {slot}"));
             }
         }
         tracing::warn!(service = %self.name, slot, ?slots, ?wait, %why, "instance exited; restarting");
@@ -207,6 +260,27 @@ impl<B: Behavior> Supervisor<B> {
         myself.send_after(wait, move || SupervisorMsg::Restart(slots));
     }
 }
+
+/// Stops every ractor child of `supervisor` and waits (at most `grace` in all) for each to
+/// finish the message at hand and exit. ractor kills an actor's children when it exits, so a
+/// supervisor calls this before it does; unlike ractor's `stop_children_and_wait`, it also
+/// waits for a child that was already stopping or draining.
+pub async fn stop_children(supervisor: &ractor::ActorCell, reason: &str, grace: Duration) {
+    let children = supervisor.get_children();
+    for child in &children {
+        child.stop(Some(reason.to_string()));
+    }
+    let deadline = tokio::time::Instant::now() + grace;
+    for child in children {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let _ = child.wait(Some(left)).await;
+    }
+}
+
+/// How a supervisor's stop reason starts when its restart budget ran out.
+pub const EXHAUSTED: &str = "restart budget exhausted";
+/// How a supervisor's stop reason starts when every instance exited and none restarts.
+pub const ENDED: &str = "every instance exited and none restarts";
 
 impl<B: Behavior> Actor for Supervisor<B> {
     type Msg = SupervisorMsg;
@@ -218,14 +292,23 @@ impl<B: Behavior> Actor for Supervisor<B> {
         myself: ActorRef<SupervisorMsg>,
         _: (),
     ) -> Result<Self::State, ActorProcessingErr> {
-        for slot in 0..self.count {
-            self.start_child(&myself, slot)?;
-        }
-        Ok(SupervisorState {
+        let mut state = SupervisorState {
             budget: RestartBudget::default(),
             stopping: HashMap::new(),
             pending: 0,
-        })
+            draining: false,
+        };
+        for slot in 0..self.count {
+            if let Err(e) = self.start_child(&myself, slot).await {
+                // The service does not start half-made: the instances already up go away.
+                for child in self.instances.resize(0) {
+                    self.retire(&mut state, child, false, "service failed to start");
+                }
+                stop_all(&mut state, Vec::new()).await;
+                return Err(e.into());
+            }
+        }
+        Ok(state)
     }
 
     async fn post_stop(
@@ -233,22 +316,7 @@ impl<B: Behavior> Actor for Supervisor<B> {
         _myself: ActorRef<SupervisorMsg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        // Every instance finishes the message at hand, within the grace period; past it, it is
-        // killed.
-        let mut children = self.instances.clear();
-        children.extend(state.stopping.drain().map(|(_, child)| child));
-        for child in &children {
-            child.mailbox.stop(Some("service stopping".into()));
-        }
-        let deadline = tokio::time::Instant::now() + CHILD_STOP_GRACE;
-        for child in &mut children {
-            if tokio::time::timeout_at(deadline, &mut child.task)
-                .await
-                .is_err()
-            {
-                child.kill();
-            }
-        }
+        stop_all(state, self.instances.clear()).await;
         Ok(())
     }
 
@@ -256,15 +324,18 @@ impl<B: Behavior> Actor for Supervisor<B> {
         &self,
         myself: ActorRef<SupervisorMsg>,
         msg: SupervisorMsg,
-        state: &mut Self::State,
+        state: &mut SupervisorState<B::Msg>,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::Restart(slots) => {
                 state.pending -= 1;
+                if state.draining {
+                    return Ok(());
+                }
                 for slot in slots {
                     // A slot may be gone since (scaled down).
                     if slot < self.instances.slots() && !self.instances.is_live(slot) {
-                        self.start_child(&myself, slot)?;
+                        self.start_or_fail(&myself, state, slot).await;
                     }
                 }
             }
@@ -272,22 +343,46 @@ impl<B: Behavior> Actor for Supervisor<B> {
                 let from = self.instances.slots();
                 for child in self.instances.resize(count.max(1)) {
                     // Finish what is queued, then stop: scaling down fails no call.
-                    if child.mailbox.drain().is_err() {
-                        child.mailbox.stop(Some("scaled down".into()));
-                    }
-                    state.stopping.insert(child.mailbox.get_id(), child);
+                    self.retire(state, child, true, "scaled down");
                 }
                 for slot in from..count {
-                    self.start_child(&myself, slot)?;
+                    self.start_or_fail(&myself, state, slot).await;
                 }
                 tracing::info!(service = %self.name, from, to = count.max(1), "scaled");
                 let _ = reply.send(());
+            }
+            SupervisorMsg::Drain => {
+                state.draining = true;
+                for child in self.instances.resize(0) {
+                    self.retire(state, child, true, "service stopping");
+                }
+                if state.stopping.is_empty() {
+                    myself.stop(Some("drained".into()));
+                }
             }
             SupervisorMsg::Exited(exit) => {
                 self.exited(&myself, state, exit.id, exit.failed, &exit.why);
             }
         }
         Ok(())
+    }
+}
+
+/// Stops `running` and the instances already stopping, each after the message at hand (or its
+/// queue, if draining), and waits for them all within the grace; past it, kills what is left.
+async fn stop_all<M>(state: &mut SupervisorState<M>, mut running: Vec<Child<M>>) {
+    for child in &running {
+        child.mailbox.stop(Some("service stopping".into()));
+    }
+    running.extend(state.stopping.drain().map(|(_, child)| child));
+    let deadline = tokio::time::Instant::now() + CHILD_STOP_GRACE;
+    for child in &mut running {
+        if tokio::time::timeout_at(deadline, &mut child.task)
+            .await
+            .is_err()
+        {
+            child.kill();
+        }
     }
 }
 
@@ -343,12 +438,13 @@ mod tests {
             factory: Arc::new(|| Flaky(0)),
             policy,
             mailbox,
+            parent: None,
         })
         .await
         .unwrap()
     }
 
-    async fn count(s: &Supervised<Flaky>) -> Option<u32> {
+    async fn count<B: Behavior<Msg = Ask>>(s: &Supervised<B>) -> Option<u32> {
         let (tx, rx) = oneshot::channel();
         s.instances.send(Ask::Count(tx)).ok()?;
         rx.await.ok()
@@ -440,6 +536,139 @@ mod tests {
             child,
             ..RestartPolicy::default()
         }
+    }
+
+    /// Backoff grows between restarts of a crash-looping instance, read on tokio's paused
+    /// clock: the test measures virtual time, so it neither waits nor depends on the machine.
+    #[tokio::test(start_paused = true)]
+    async fn restarts_back_off_longer_each_time() {
+        let backoff = Duration::from_millis(100);
+        let policy = RestartPolicy {
+            max_restarts: 100,
+            backoff,
+            max_backoff: Duration::from_secs(60),
+            ..RestartPolicy::default()
+        };
+        let s = start(policy).await;
+        let mut gaps = Vec::new();
+        for n in 1..=6u32 {
+            assert!(s.instances.send(Ask::Panic).is_ok());
+            let failed_at = tokio::time::Instant::now();
+            while !(s.instances.restarts() == u64::from(n) && s.instances.live() == 1) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            gaps.push(failed_at.elapsed());
+        }
+        for (k, gap) in gaps.iter().enumerate() {
+            // Between half the backoff ceiling and all of it (plus the 1 ms polling step).
+            let ceiling = backoff * (1 << k);
+            assert!(
+                *gap >= ceiling / 2 && *gap <= ceiling + Duration::from_millis(2),
+                "restart {k}: waited {gap:?}, ceiling {ceiling:?} (all: {gaps:?})"
+            );
+        }
+        assert!(gaps[5] >= gaps[0] * 8, "grew: {gaps:?}");
+        s.supervisor.stop_and_wait(None, None).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failing_start_hook_counts_as_a_failure_and_exhausts_the_budget() {
+        /// Starts once, then refuses every restart.
+        struct StartsOnce;
+        static STARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        impl Behavior for StartsOnce {
+            type Msg = Ask;
+            async fn handle(&mut self, msg: Ask, _done: Done<'_>) {
+                if let Ask::Panic = msg {
+                    panic!("asked to fail");
+                }
+            }
+            async fn started(&mut self) -> Result<(), String> {
+                match STARTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                    0 => Ok(()),
+                    n => Err(format!("start #{n} refused")),
+                }
+            }
+        }
+        let s = supervise(ServiceSpec {
+            name: "starts-once".into(),
+            instances: 1,
+            factory: Arc::new(|| StartsOnce),
+            policy: RestartPolicy {
+                max_restarts: 3,
+                backoff: Duration::from_millis(1),
+                ..RestartPolicy::default()
+            },
+            mailbox: DEFAULT_MAILBOX,
+            parent: None,
+        })
+        .await
+        .unwrap();
+        assert!(s.instances.send(Ask::Panic).is_ok());
+        tokio::time::timeout(Duration::from_secs(10), s.supervisor.wait(None))
+            .await
+            .expect("the supervisor gives up once restarts keep failing")
+            .unwrap();
+        // The first start, then one restart per budget unit, each refused.
+        assert_eq!(STARTS.load(std::sync::atomic::Ordering::SeqCst), 4);
+        let failure = s.instances.last_failure().expect("a failure is recorded");
+        assert!(failure.reason.contains("start #3 refused"), "{failure:?}");
+    }
+
+    #[tokio::test]
+    async fn draining_answers_queued_calls_runs_stopping_hooks_then_stops() {
+        let stopped = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        struct Hooked(Arc<std::sync::atomic::AtomicU32>, u32);
+        impl Behavior for Hooked {
+            type Msg = Ask;
+            async fn handle(&mut self, msg: Ask, done: Done<'_>) {
+                match msg {
+                    Ask::Count(reply) => {
+                        self.1 += 1;
+                        drop(done);
+                        let _ = reply.send(self.1);
+                    }
+                    Ask::Block(until) => {
+                        let _ = until.await;
+                    }
+                    Ask::Panic => panic!("asked to fail"),
+                }
+            }
+            async fn stopping(&mut self) {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let hooks = stopped.clone();
+        let s = supervise(ServiceSpec {
+            name: "hooked".into(),
+            instances: 2,
+            factory: Arc::new(move || Hooked(hooks.clone(), 0)),
+            policy: RestartPolicy::default(),
+            mailbox: DEFAULT_MAILBOX,
+            parent: None,
+        })
+        .await
+        .unwrap();
+        let first = s.instances.actor(0).unwrap();
+        let (release, blocked) = oneshot::channel();
+        first.send_message(Ask::Block(blocked)).unwrap();
+        let (tx, queued) = oneshot::channel();
+        first.send_message(Ask::Count(tx)).unwrap();
+        s.supervisor.cast(SupervisorMsg::Drain).unwrap();
+        wait_until(|| s.instances.live() == 0).await;
+        assert!(count(&s).await.is_none(), "no new call once draining");
+        release.send(()).unwrap();
+        assert_eq!(queued.await.ok(), Some(1), "the queued call is answered");
+        tokio::time::timeout(Duration::from_secs(10), s.supervisor.wait(None))
+            .await
+            .expect("the supervisor stops once drained")
+            .unwrap();
+        assert_eq!(stopped.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(
+            s.instances.restarts(),
+            0,
+            "a drained instance is not restarted"
+        );
     }
 
     #[tokio::test]

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use colony::introspect::{SelectorQuery, SelectorView, NODE_SERVICE};
-use colony::{ClusterCa, Node, Role, ServiceInstance};
+use colony::introspect::{HealthQuery, SelectorQuery, SelectorView, NODE_SERVICE};
+use colony::{ClusterCa, Node, NodeHealth, Role, ServiceInstance};
 
 /// Quiet period after which the membership view is taken as complete: chitchat declares a peer
 /// live after its second heartbeat, so members trickle in over a few gossip rounds.
@@ -152,4 +152,67 @@ pub(crate) async fn selector_views(node: &Node, service: &str) -> Vec<SelectorVi
     }
     views.sort_by(|a, b| a.node.cmp(&b.node));
     views
+}
+
+/// One node's answer to a health query: its health, or why it could not be had.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct HealthAnswer {
+    /// The address asked.
+    pub(crate) addr: SocketAddr,
+    /// The node's health when it answered.
+    #[serde(flatten)]
+    pub(crate) health: Option<NodeHealth>,
+    /// Why it did not (unreachable, timed out...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) error: Option<String>,
+}
+
+/// Asks each of `targets` (every live server member when empty) for its health, in parallel,
+/// within `wait`.
+pub(crate) async fn health(
+    node: &Node,
+    targets: &[SocketAddr],
+    wait: Duration,
+) -> Vec<HealthAnswer> {
+    let targets: Vec<SocketAddr> = if targets.is_empty() {
+        node.members()
+            .into_iter()
+            .filter(|m| m.role == Role::Server)
+            .map(|m| m.addr)
+            .collect()
+    } else {
+        targets.to_vec()
+    };
+    let asks: Vec<_> = targets
+        .into_iter()
+        .map(|addr| {
+            let client = node.client();
+            let ask = tokio::spawn(async move {
+                client
+                    .request(NODE_SERVICE, HealthQuery::default())
+                    .at(addr)
+                    .timeout(wait)
+                    .await
+            });
+            (addr, ask)
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for (addr, ask) in asks {
+        let (health, error) = match ask.await {
+            Ok(Ok(health)) => (Some(health), None),
+            Ok(Err(e)) => (
+                None,
+                Some(format!("{} {}", u16::from(e.code()), e.detail())),
+            ),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        answers.push(HealthAnswer {
+            addr,
+            health,
+            error,
+        });
+    }
+    answers.sort_by_key(|a| a.addr);
+    answers
 }

@@ -9,7 +9,13 @@
 //! colony --seed 127.0.0.1:7400 services --json
 //! colony --seed 127.0.0.1:7400 describe greeter
 //! colony --seed 127.0.0.1:7400 call greeter Greeter.Hello '{"name":"John"}'
+//! colony --seed 127.0.0.1:7400 health               # every node; exit 0, 1 or 2
+//! colony health --node 127.0.0.1:7400               # one node, e.g. as a liveness probe
 //! ```
+//!
+//! Exit codes: 0 when the command did what it was asked (for `health`: every node asked is
+//! healthy), 1 when it failed (for `health`: a node is degraded, has a failed service, or is
+//! draining), 2 when the cluster or a node asked could not be reached.
 
 mod join;
 mod table;
@@ -59,6 +65,15 @@ enum Command {
         /// Service name.
         service: String,
     },
+    /// Show each node's health: its services (running, degraded, restarting, failed), live
+    /// instances, restarts, last failure. Exit code 0 healthy, 1 degraded or failed, 2
+    /// unreachable: usable as a Kubernetes exec probe or a systemd check.
+    Health {
+        /// Ask only this node, host:port (repeat for several). Default: every server member.
+        /// Without --seed, the nodes given are the seeds.
+        #[arg(long = "node", value_delimiter = ',')]
+        nodes: Vec<std::net::SocketAddr>,
+    },
     /// Call an endpoint with a JSON request and print the JSON reply.
     Call {
         /// Service name.
@@ -80,7 +95,11 @@ fn seconds(value: f64, what: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("--{what} must be a positive number of seconds, not {value}"))
 }
 
-async fn run(cli: Cli) -> Result<(), String> {
+/// Exit code: a node or the cluster could not be reached.
+const UNREACHABLE: u8 = 2;
+
+/// Runs the command; `Ok` holds the exit code, `Err` a message (exit code 1).
+async fn run(cli: Cli) -> Result<u8, String> {
     let wait = seconds(cli.wait, "wait")?;
     let call_timeout = match &cli.command {
         Command::Call { timeout, .. } => seconds(*timeout, "timeout")?,
@@ -94,14 +113,26 @@ async fn run(cli: Cli) -> Result<(), String> {
         ),
         _ => None,
     };
-    let node = join::join(
-        &cli.seeds,
+    let mut seeds = cli.seeds.clone();
+    if let (true, Command::Health { nodes }) = (seeds.is_empty(), &cli.command) {
+        seeds = nodes.iter().map(|n| n.to_string()).collect();
+    }
+    let joined = join::join(
+        &seeds,
         &cli.cluster,
         cli.ca_dir.as_deref(),
         wait,
         call_timeout,
     )
-    .await?;
+    .await;
+    let node = match (joined, &cli.command) {
+        (Ok(node), _) => node,
+        (Err(e), Command::Health { .. }) => {
+            eprintln!("colony: {e}");
+            return Ok(UNREACHABLE);
+        }
+        (Err(e), _) => return Err(e),
+    };
     let result = match &cli.command {
         Command::Members => {
             let members = node.members();
@@ -110,7 +141,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             } else {
                 table::members(&members)
             }
-            Ok(())
+            Ok(0)
         }
         Command::Services => {
             let registry = node.registry();
@@ -131,28 +162,56 @@ async fn run(cli: Cli) -> Result<(), String> {
             } else {
                 table::services(&rows)
             }
-            Ok(())
+            Ok(0)
         }
         Command::Describe { service } => {
             let instances = join::instances_of(&node, service, wait).await;
-            if instances.is_empty() {
+            // Failed services are withdrawn from gossip, but their nodes still report them.
+            let health: Vec<_> = join::health(&node, &[], wait)
+                .await
+                .into_iter()
+                .filter_map(|a| {
+                    let h = a.health?;
+                    let row = h.services.into_iter().find(|s| &s.name == service)?;
+                    Some((h.node, row))
+                })
+                .collect();
+            if instances.is_empty() && health.is_empty() {
                 Err(format!("no instance of service {service} in the cluster"))
             } else {
                 let callers = join::selector_views(&node, service).await;
                 if cli.json {
+                    let health: Vec<_> = health
+                        .iter()
+                        .map(|(node, h)| serde_json::json!({"node": node, "health": h}))
+                        .collect();
                     print_json(&serde_json::json!({
                         "instances": instances,
+                        "health": health,
                         "callers": callers,
                     }))
                 } else {
                     table::instances(&instances);
+                    if !health.is_empty() {
+                        println!();
+                        table::service_health(&health);
+                    }
                     if !callers.is_empty() {
                         println!();
                         table::selectors(&callers);
                     }
                 }
-                Ok(())
+                Ok(0)
             }
+        }
+        Command::Health { nodes } => {
+            let answers = join::health(&node, nodes, wait).await;
+            if cli.json {
+                print_json(&answers);
+            } else {
+                table::health(&answers);
+            }
+            Ok(health_exit_code(&answers))
         }
         Command::Call {
             service, endpoint, ..
@@ -165,7 +224,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                         "{}",
                         serde_json::to_string_pretty(&reply).unwrap_or_default()
                     );
-                    Ok(())
+                    Ok(0)
                 }
                 Err(e) if cli.json => {
                     print_json(&e);
@@ -183,6 +242,18 @@ async fn run(cli: Cli) -> Result<(), String> {
     };
     node.shutdown().await;
     result
+}
+
+/// 0 if every node answered healthy, 2 if any did not answer (or none was found), else 1.
+fn health_exit_code(answers: &[join::HealthAnswer]) -> u8 {
+    if answers.is_empty() || answers.iter().any(|a| a.health.is_none()) {
+        return UNREACHABLE;
+    }
+    let healthy = answers
+        .iter()
+        .flat_map(|a| &a.health)
+        .all(|h| h.status == colony::NodeStatus::Healthy);
+    u8::from(!healthy)
 }
 
 fn print_json<T: serde::Serialize>(value: &T) {
@@ -210,7 +281,7 @@ fn main() -> ExitCode {
     };
     // The work runs on a worker thread, not in the runtime's entry point.
     match runtime.block_on(async { tokio::spawn(run(cli)).await }) {
-        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Ok(code)) => ExitCode::from(code),
         Ok(Err(message)) => {
             if !message.is_empty() {
                 eprintln!("colony: {message}");

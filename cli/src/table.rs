@@ -1,7 +1,9 @@
 //! Human-readable tables: columns padded to their widest cell.
 
 use colony::introspect::SelectorView;
-use colony::{Member, Role, ServiceInstance};
+use colony::{Member, Role, ServiceHealth, ServiceInstance};
+
+use crate::join::HealthAnswer;
 
 fn print(header: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
@@ -132,4 +134,67 @@ pub(crate) fn selectors(views: &[SelectorView]) {
         ],
         rows,
     );
+}
+
+/// The cells of one service's health: status, live/asked, restarts, escalations, last failure.
+fn health_cells(h: &ServiceHealth) -> Vec<String> {
+    let failure = match (&h.last_failure, h.last_failure_ms_ago) {
+        (Some(why), Some(ms)) => format!("{}s ago: {why}", ms / 1000),
+        (Some(why), None) => why.clone(),
+        _ => "-".into(),
+    };
+    let status = match h.restart_in_ms {
+        Some(ms) => format!("{} (restart in {}s)", h.status.as_str(), ms.div_ceil(1000)),
+        None => h.status.as_str().to_string(),
+    };
+    vec![
+        status,
+        format!("{}/{}", h.live, h.instances),
+        h.restarts.to_string(),
+        h.escalations.to_string(),
+        failure,
+    ]
+}
+
+const HEALTH_HEADER: [&str; 5] = ["STATUS", "LIVE", "RESTARTS", "ESCALATIONS", "LAST FAILURE"];
+
+/// One row per node and service; a node with no service, or that did not answer, gets one row.
+pub(crate) fn health(answers: &[HealthAnswer]) {
+    let mut rows = Vec::new();
+    for a in answers {
+        let Some(h) = &a.health else {
+            let why = a.error.clone().unwrap_or_default();
+            rows.push(vec![
+                "?".into(),
+                a.addr.to_string(),
+                "unreachable".into(),
+                "-".into(),
+                why,
+            ]);
+            continue;
+        };
+        let node = vec![h.node.clone(), a.addr.to_string(), h.status.as_str().into()];
+        if h.services.is_empty() {
+            rows.push([node.clone(), vec!["-".into()]].concat());
+        }
+        for s in &h.services {
+            rows.push([node.clone(), vec![s.name.clone()], health_cells(s)].concat());
+        }
+    }
+    let header = [
+        &["NODE", "ADDRESS", "NODE STATUS", "SERVICE"][..],
+        &HEALTH_HEADER,
+    ]
+    .concat();
+    print(&header, rows);
+}
+
+/// One service's health on each node that runs (or ran) it.
+pub(crate) fn service_health(rows: &[(String, ServiceHealth)]) {
+    let rows = rows
+        .iter()
+        .map(|(node, h)| [vec![node.clone()], health_cells(h)].concat())
+        .collect();
+    let header = [&["NODE"][..], &HEALTH_HEADER].concat();
+    print(&header, rows);
 }

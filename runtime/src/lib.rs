@@ -22,9 +22,12 @@ pub use message::{Handler, Message};
 pub use node::{Node, NodeBuilder, StartError};
 /// colony's own per-node service and its messages, for tools like the `colony` CLI.
 pub mod introspect {
-    pub use crate::node::introspect::{SelectorQuery, SelectorView, NODE_SERVICE};
+    pub use crate::node::introspect::{HealthQuery, SelectorQuery, SelectorView, NODE_SERVICE};
 }
-pub use service::{ServiceBuilder, ServiceRef};
+pub use service::{
+    Lifecycle, NodeHealth, NodeStatus, Recovery, ServiceBuilder, ServiceHealth, ServiceRef,
+    ServiceStatus,
+};
 
 /// Instance selection and resilience settings, from `colony-actors`.
 pub use colony_actors::selector::{BudgetPolicy, OutlierPolicy, Strategy};

@@ -8,7 +8,8 @@
 //! Starts a node on `127.0.0.1:0` trusting the CA in `DIR/ca.pem` (joining the cluster through
 //! the seeds), runs the fixture service as `fixture` (2 instances) and under every `--service`
 //! name, and the `inspect` service that reports this node's registry view; prints `LISTENING <addr>` on stdout, and serves until its stdin closes
-//! (then shuts down gracefully and exits 0) or it is killed.
+//! or it gets SIGTERM or SIGINT (then shuts down gracefully with `Node::shutdown` and exits 0), or
+//! it is killed.
 //!
 //! With `--unavailable`, `fixture` and the `--service` names advertise the fixture's endpoints
 //! but their handlers answer every call with `Unavailable` (origin `Handler`): an instance that
@@ -23,6 +24,7 @@ use colony_tests::{
     Inspect, Inspector, Panic, Sleep, FIXTURE, INSPECT,
 };
 use tokio::io::AsyncReadExt;
+use tokio::signal::unix::{signal, SignalKind};
 
 fn usage() -> ! {
     eprintln!(
@@ -82,7 +84,7 @@ async fn main() {
         }
     }
     let inspector = Inspector {
-        node: name,
+        node: name.clone(),
         registry: node.registry().clone(),
     };
     node.service(INSPECT)
@@ -91,22 +93,40 @@ async fn main() {
         .await
         .expect("inspect service starts");
 
+    // Installed before the address is printed: a test may send SIGTERM as soon as it reads it.
+    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler");
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "LISTENING {}", node.addr()).expect("write stdout");
         out.flush().expect("flush stdout");
     }
 
-    // Serve until stdin reaches end of file (the test dropped its end, or died).
+    // Serve until stdin reaches end of file (the test dropped its end, or died) or a signal
+    // asks to stop.
+    let why = tokio::select! {
+        () = stdin_closed() => "stdin closed",
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    };
+    eprintln!("colony-test-node {name}: {why}; shutting down");
+    node.shutdown().await;
+    eprintln!("colony-test-node {name}: stopped");
+    // Not a return from main: the runtime would wait for the blocking read of stdin, which
+    // cannot be cancelled, when the process stops on a signal with its stdin still open.
+    std::process::exit(0);
+}
+
+/// Returns once stdin reaches end of file (or fails).
+async fn stdin_closed() {
     let mut stdin = tokio::io::stdin();
     let mut buf = [0u8; 256];
     loop {
         match stdin.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
+            Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
     }
-    node.shutdown().await;
 }
 
 /// Answers every fixture message with `Unavailable` (`--unavailable`).

@@ -7,7 +7,9 @@
 //! - [`wait_until`] and [`within`]: bounded polling and bounded waits, so a broken test fails
 //!   instead of hanging.
 //! - A hand-made wire client ([`raw_call`] and the header helpers) for bytes no typed client sends.
-//! - [`ChildNode`]: a node in another OS process, killed when the guard drops.
+//! - [`ChildNode`]: a node in another OS process, killed when the guard drops (or stopped
+//!   gracefully with SIGTERM).
+//! - [`load::Load`]: callers that keep calling until stopped, and what they saw.
 
 use std::time::Duration;
 
@@ -18,6 +20,7 @@ pub const HANG_LIMIT: Duration = Duration::from_secs(20);
 pub const FIXTURE: &str = "fixture";
 
 mod fixture;
+pub mod load;
 mod nodes;
 mod process;
 mod raw;

@@ -138,6 +138,21 @@ impl ChildNode {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM (through `kill -TERM`): the child shuts down gracefully (`Node::shutdown`) and
+    /// exits 0. Returns at once; [`wait_exit`](Self::wait_exit) waits for the exit.
+    pub fn terminate(&mut self) {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill -TERM");
+        assert!(
+            status.success(),
+            "kill -TERM {} failed: {status}",
+            self.id()
+        );
+    }
+
     /// Closes the child's stdin, which asks it to shut down.
     pub fn close_stdin(&mut self) {
         if let Some(mut stdin) = self.stdin.take() {

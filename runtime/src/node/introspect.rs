@@ -1,18 +1,20 @@
 //! `colony.node`: the service every node runs about itself, for the `colony` CLI and tools.
 //!
 //! It is not advertised in gossip (every node has one; a caller addresses a node by address)
-//! and its name is reserved. Today it answers what the node's selectors know of the instances
-//! they call, which `colony describe` shows per calling node.
+//! and its name is reserved. It answers the node's health (`colony health`) and what the
+//! node's selectors know of the instances they call, which `colony describe` shows per calling
+//! node.
 
 use std::sync::{Arc, Weak};
 
 use serde::{Deserialize, Serialize};
 
 use super::{Shared, StartError};
-use crate::call::{Caller, InstanceReport};
+use crate::call::InstanceReport;
 use crate::context::Context;
 use crate::error::{Code, Error};
 use crate::message::{Handler, Message};
+use crate::service::NodeHealth;
 
 /// The name of the per-node introspection service.
 pub const NODE_SERVICE: &str = "colony.node";
@@ -38,16 +40,30 @@ impl Message for SelectorQuery {
     const ENDPOINT: &'static str = "Node.Selector";
 }
 
+/// Asks a node for its health.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HealthQuery {}
+
+impl Message for HealthQuery {
+    type Reply = NodeHealth;
+    const ENDPOINT: &'static str = "Node.Health";
+}
+
 struct Introspect {
-    caller: Weak<Caller>,
+    node: Weak<Shared>,
+}
+
+impl Introspect {
+    fn node(&self) -> Result<Arc<Shared>, Error> {
+        self.node
+            .upgrade()
+            .ok_or_else(|| Error::unavailable("node is stopping"))
+    }
 }
 
 impl Handler<SelectorQuery> for Introspect {
     async fn handle(&mut self, q: SelectorQuery, _: &Context) -> Result<SelectorView, Error> {
-        let caller = self
-            .caller
-            .upgrade()
-            .ok_or_else(|| Error::unavailable("node is stopping"))?;
+        let caller = self.node()?.caller.clone();
         Ok(SelectorView {
             node: caller.name.clone(),
             instances: caller.selectors.report(&q.service).await,
@@ -55,14 +71,19 @@ impl Handler<SelectorQuery> for Introspect {
     }
 }
 
+impl Handler<HealthQuery> for Introspect {
+    async fn handle(&mut self, _: HealthQuery, _: &Context) -> Result<NodeHealth, Error> {
+        Ok(self.node()?.health())
+    }
+}
+
 pub(super) async fn serve(shared: &Arc<Shared>) -> Result<(), StartError> {
-    let caller = Arc::downgrade(&shared.caller);
+    let node = Arc::downgrade(shared);
     crate::service::ServiceBuilder::new(shared.clone(), NODE_SERVICE.into())
         .unadvertised()
         .handler::<SelectorQuery>()
-        .spawn(move || Introspect {
-            caller: caller.clone(),
-        })
+        .handler::<HealthQuery>()
+        .spawn(move || Introspect { node: node.clone() })
         .await
         .map(|_| ())
         .map_err(|e: Error| {

@@ -6,8 +6,8 @@ mod server;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
 pub use builder::NodeBuilder;
 use colony_quic::Endpoint;
@@ -19,7 +19,11 @@ use crate::call::{CallDefaults, Caller, Client};
 use crate::layer::Layers;
 use crate::layer::ServeLayer;
 use crate::membership::{GossipInbox, GossipStats, Member, Membership, Registry};
-use crate::service::{stop_service, Host, LocalServices, ServiceBuilder, RESERVED_PREFIX};
+use crate::service::node_supervisor::{self, NodeSupervisorMsg};
+use crate::service::{
+    stop_service, Host, LocalServices, NodeHealth, Roster, ServiceBuilder, RESERVED_PREFIX,
+};
+use colony_actors::ractor::ActorRef;
 
 /// Starting a node failed.
 #[derive(Debug)]
@@ -70,6 +74,13 @@ pub(crate) struct Shared {
     /// The node's name, address, endpoint and services, and what its clients call with:
     /// selectors, defaults, layers.
     pub(crate) caller: Arc<Caller>,
+    /// Every service declared here, failed ones included, in start order.
+    roster: Roster,
+    /// The root of the supervision tree: every service's supervisor is linked under it.
+    node_supervisor: OnceLock<ActorRef<NodeSupervisorMsg>>,
+    /// Set when shutdown begins: no service starts or restarts from then on.
+    shutting_down: AtomicBool,
+    /// Set once the cluster has heard the node leave: new calls are refused.
     closing: AtomicBool,
     /// Calls being served; shutdown waits for these.
     pub(crate) calls: TaskTracker,
@@ -109,6 +120,9 @@ impl Shared {
             membership,
             gossip_inbox,
             caller,
+            roster: Roster::default(),
+            node_supervisor: OnceLock::new(),
+            shutting_down: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             calls: TaskTracker::new(),
             cancel: CancellationToken::new(),
@@ -117,6 +131,24 @@ impl Shared {
 
     pub(crate) fn is_closing(&self) -> bool {
         self.closing.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn health(&self) -> NodeHealth {
+        let services = self
+            .roster
+            .in_start_order()
+            .iter()
+            .filter(|e| !e.name.starts_with(RESERVED_PREFIX))
+            .map(|e| {
+                let running = self.caller.services.get(&e.name).map(|(_, s)| s);
+                e.health(running.as_deref())
+            })
+            .collect();
+        NodeHealth::of(
+            self.caller.name.clone(),
+            self.shutting_down.load(Ordering::Acquire),
+            services,
+        )
     }
 
     /// The default deadline of a call that does not say.
@@ -132,11 +164,17 @@ impl Host for Shared {
     fn services(&self) -> &LocalServices {
         &self.caller.services
     }
+    fn roster(&self) -> &Roster {
+        &self.roster
+    }
+    fn node_supervisor(&self) -> Option<ActorRef<NodeSupervisorMsg>> {
+        self.node_supervisor.get().cloned()
+    }
     fn membership(&self) -> &Membership {
         &self.membership
     }
     fn is_closing(&self) -> bool {
-        Shared::is_closing(self)
+        self.shutting_down.load(Ordering::Acquire)
     }
     fn serve_layers(&self) -> Arc<[Arc<dyn ServeLayer>]> {
         self.caller.layers.serve.clone()
@@ -172,6 +210,11 @@ impl Node {
     }
 
     async fn serve(shared: Arc<Shared>, shutdown_grace: Duration) -> Result<Self, StartError> {
+        let host: Weak<dyn Host> = Arc::downgrade(&shared) as Weak<Shared>;
+        let root = node_supervisor::start(host)
+            .await
+            .map_err(|e| StartError::Io(format!("node supervisor: {e}")))?;
+        let _ = shared.node_supervisor.set(root);
         tokio::spawn(server::accept_loop(shared.clone()));
         // Selectors follow the gossip view: each actor rebuilds its table on every change.
         let mut view = shared.membership.registry().view();
@@ -241,24 +284,44 @@ impl Node {
             .collect()
     }
 
-    /// Stops gracefully: the node tells the cluster it is leaving and withdraws its services
-    /// (peers stop routing to it), then refuses new calls with `Unavailable`, gives calls in
-    /// flight up to the shutdown grace to finish, stops services and closes connections.
+    /// This node's health: its services (running, degraded, restarting or failed, with live
+    /// instances, restarts and last failure) and its own state. `colony health` asks for it.
+    pub fn health(&self) -> NodeHealth {
+        self.shared.health()
+    }
+
+    /// Stops gracefully, within the shutdown grace:
+    /// 1. no service starts or restarts any more;
+    /// 2. the node tells the cluster it is leaving and withdraws its services, so peers stop
+    ///    routing here, while it still serves;
+    /// 3. new calls are refused with `Unavailable`; calls in flight finish;
+    /// 4. services stop in the reverse of their start order, each answering the calls still in
+    ///    its instances' mailboxes and running their `stopping` hooks first;
+    /// 5. gossip stops and connections close.
     pub async fn shutdown(mut self) {
         self.stopped = true;
         let shared = self.shared.clone();
+        let deadline = Instant::now() + self.shutdown_grace;
+        shared.shutting_down.store(true, Ordering::Release);
         shared.membership.leave().await;
         shared.closing.store(true, Ordering::Release);
         shared.caller.endpoint.stop_accepting();
         shared.calls.close();
-        if tokio::time::timeout(self.shutdown_grace, shared.calls.wait())
+        if tokio::time::timeout_at(deadline.into(), shared.calls.wait())
             .await
             .is_err()
         {
             tracing::warn!(node = %shared.caller.name, "calls still running after the shutdown grace");
         }
-        for service in shared.caller.services.drain() {
-            stop_service(service.as_ref()).await;
+        for entry in shared.roster.in_start_order().iter().rev() {
+            if let Some(service) = shared.caller.services.remove(&entry.name) {
+                shared.local_changed(&entry.name);
+                let grace = deadline.saturating_duration_since(Instant::now());
+                stop_service(service.as_ref(), grace).await;
+            }
+        }
+        if let Some(root) = shared.node_supervisor.get() {
+            root.stop(None);
         }
         shared.caller.selectors.stop_all();
         shared.membership.stop().await;
@@ -281,6 +344,9 @@ impl Drop for Node {
         shared.caller.selectors.stop_all();
         for service in shared.caller.services.drain() {
             service.supervisor().stop(Some("node dropped".into()));
+        }
+        if let Some(root) = shared.node_supervisor.get() {
+            root.stop(None);
         }
         // Closing the endpoint ends every connection, and with it every stream task.
         shared.caller.endpoint.close_now();

@@ -7,11 +7,14 @@ use colony_actors::{supervise, RestartPolicy, ServiceSpec, DEFAULT_MAILBOX};
 
 use super::endpoints::Endpoints;
 use super::instance::ServiceState;
+use super::lifecycle::{Hooks, Lifecycle};
 use super::local::{LocalService, RunningService};
+use super::recovery::Recovery;
+use super::roster::{Entry, Launch};
 use super::Host;
 use super::ServiceRef;
 use crate::error::{Code, Error};
-use crate::membership::ServiceAd;
+use crate::layer::ServeLayer;
 use crate::message::{Handler, Message};
 
 /// Declares a service: its version, instance count, restart policy and endpoints.
@@ -27,6 +30,8 @@ pub struct ServiceBuilder<S> {
     policy: RestartPolicy,
     metadata: BTreeMap<String, String>,
     mailbox: usize,
+    recovery: Recovery,
+    hooks: Option<Hooks<S>>,
     endpoints: Endpoints<S>,
     /// False for colony's own per-node services, which are called by address only.
     advertise: bool,
@@ -45,6 +50,8 @@ impl<S: Send + 'static> ServiceBuilder<S> {
             policy: RestartPolicy::default(),
             metadata: BTreeMap::new(),
             mailbox: DEFAULT_MAILBOX,
+            recovery: Recovery::default(),
+            hooks: None,
             endpoints: Endpoints::default(),
             advertise: true,
         }
@@ -80,6 +87,24 @@ impl<S: Send + 'static> ServiceBuilder<S> {
     /// name retries on another node: backpressure instead of an unbounded queue.
     pub fn mailbox(mut self, capacity: usize) -> Self {
         self.mailbox = capacity.max(1);
+        self
+    }
+
+    /// What the node does when the service fails past its restart budget: it is always marked
+    /// failed and withdrawn at once; then by default it is restarted after a cool-down that
+    /// doubles from 10 s to 5 min (see [`Recovery`]).
+    pub fn recovery(mut self, recovery: Recovery) -> Self {
+        self.recovery = recovery;
+        self
+    }
+
+    /// Runs the state's [`Lifecycle`] hooks: `started` in each new instance before its first
+    /// call, `stopping` when an instance stops on purpose.
+    pub fn lifecycle(mut self) -> Self
+    where
+        S: Lifecycle,
+    {
+        self.hooks = Some(Hooks::of());
         self
     }
 
@@ -122,70 +147,104 @@ impl<S: Send + 'static> ServiceBuilder<S> {
             return Err(Error::client(Code::Unavailable, "node is shutting down"));
         }
         let name: Arc<str> = self.name.into();
-        let supervised = supervise(ServiceSpec {
-            name: name.to_string(),
-            instances: self.instances,
-            factory: Arc::new(move || ServiceState(factory())),
-            policy: self.policy,
-            mailbox: self.mailbox,
-        })
-        .await
-        .map_err(|e| {
-            Error::client(
-                Code::Internal,
-                format!("service {name} failed to start: {e}"),
-            )
-        })?;
-        let ad = ServiceAd {
-            version: self.version.clone(),
-            endpoints: self
-                .endpoints
-                .names()
-                .iter()
-                .map(|e| e.to_string())
-                .collect(),
-            metadata: self.metadata.clone(),
-            actors: self.instances,
-        };
-        let running: Arc<dyn LocalService> = Arc::new(RunningService {
-            name: name.clone(),
-            version: self.version,
-            metadata: self.metadata,
-            layers: self.host.serve_layers(),
-            endpoints: Arc::new(self.endpoints),
-            instances: supervised.instances,
-            supervisor: supervised.supervisor.clone(),
-        });
-        if let Err(e) = self.host.services().insert(name.clone(), running.clone()) {
-            // Name taken: the instances just started go away again.
-            supervised.supervisor.stop(None);
+        let launch = launcher(
+            name.clone(),
+            Arc::new(factory),
+            self.hooks,
+            self.policy,
+            self.mailbox,
+            LaunchAd {
+                version: self.version,
+                metadata: self.metadata,
+                endpoints: Arc::new(self.endpoints),
+                layers: self.host.serve_layers(),
+            },
+        );
+        let entry = Entry::new(
+            name.clone(),
+            launch,
+            self.recovery,
+            self.advertise,
+            self.instances,
+        );
+        // Declared before it starts, so a failure in its first moments finds its entry.
+        let roster = self.host.roster();
+        let previous = roster.get(&name);
+        let entry = roster.insert(entry);
+        if let Err(e) = entry.start(&self.host).await {
+            // Put back whatever was declared under this name (a running service keeps its
+            // entry when a second spawn of the same name is refused).
+            match previous {
+                Some(previous) => roster.restore(previous),
+                None => roster.remove_if_same(&entry),
+            }
             return Err(e);
         }
-        self.host.local_changed(&name);
-        // Advertised only once callable, so no peer routes here before the service can answer.
-        if self.advertise {
-            self.host.membership().publish(&name, &ad).await;
-        }
-        // A supervisor that gives up (restart budget spent) takes the service off this node and
-        // out of the cluster, so callers go to healthy instances elsewhere.
-        let host = Arc::downgrade(&self.host);
-        let supervisor = supervised.supervisor.clone();
-        let service = name.clone();
-        tokio::spawn(async move {
-            let _ = supervisor.wait(None).await;
-            let Some(shared) = host.upgrade() else {
-                return;
-            };
-            if shared.services().remove_if_same(&service, &running) {
-                shared.local_changed(&service);
-                tracing::error!(node = %shared.node_name(), %service, "service stopped by its supervisor; withdrawn");
-                shared.membership().withdraw(&service).await;
-            }
-        });
         tracing::info!(node = %self.host.node_name(), service = %name, instances = self.instances, "service started");
         Ok(ServiceRef {
             name,
             host: Arc::downgrade(&self.host),
         })
     }
+}
+
+/// What every incarnation of a service is advertised and served with.
+struct LaunchAd<S> {
+    version: String,
+    metadata: BTreeMap<String, String>,
+    endpoints: Arc<Endpoints<S>>,
+    layers: Arc<[Arc<dyn ServeLayer>]>,
+}
+
+/// How to start an incarnation of the service: at spawn, and again after it failed.
+fn launcher<S: Send + 'static>(
+    name: Arc<str>,
+    factory: Arc<dyn Fn() -> S + Send + Sync>,
+    hooks: Option<Hooks<S>>,
+    policy: RestartPolicy,
+    mailbox: usize,
+    ad: LaunchAd<S>,
+) -> Launch {
+    let ad = Arc::new(ad);
+    Arc::new(move |instances, parent| {
+        let (name, factory, ad) = (name.clone(), factory.clone(), ad.clone());
+        Box::pin(async move {
+            let supervised = supervise(ServiceSpec {
+                name: name.to_string(),
+                instances,
+                factory: Arc::new(move || ServiceState(factory(), hooks)),
+                policy,
+                mailbox,
+                parent,
+            })
+            .await
+            .map_err(|e| {
+                Error::client(
+                    Code::Internal,
+                    format!("service {name} failed to start: {}", start_error(&e)),
+                )
+            })?;
+            Ok(Arc::new(RunningService {
+                name,
+                version: ad.version.clone(),
+                metadata: ad.metadata.clone(),
+                layers: ad.layers.clone(),
+                endpoints: ad.endpoints.clone(),
+                instances: supervised.instances,
+                supervisor: supervised.supervisor,
+            }) as Arc<dyn LocalService>)
+        })
+    })
+}
+
+/// The innermost reason a supervisor did not start (an instance's `started` hook, usually),
+/// without ractor's wrapping.
+fn start_error(e: &colony_actors::ractor::SpawnErr) -> String {
+    let mut reason = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(inner) = source {
+        reason = inner.to_string();
+        source = inner.source();
+    }
+    reason
 }

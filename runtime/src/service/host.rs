@@ -5,6 +5,10 @@
 
 use std::sync::Arc;
 
+use colony_actors::ractor::ActorRef;
+
+use super::node_supervisor::NodeSupervisorMsg;
+use super::roster::Roster;
 use super::LocalServices;
 use crate::layer::ServeLayer;
 use crate::membership::Membership;
@@ -13,6 +17,10 @@ pub(crate) trait Host: Send + Sync + 'static {
     fn node_name(&self) -> &str;
     /// The services running on the node, by name.
     fn services(&self) -> &LocalServices;
+    /// Every service declared here, failed ones included, in start order.
+    fn roster(&self) -> &Roster;
+    /// The root of the node's supervision tree (`None` while the node starts or once stopped).
+    fn node_supervisor(&self) -> Option<ActorRef<NodeSupervisorMsg>>;
     /// Where services are advertised and withdrawn.
     fn membership(&self) -> &Membership;
     /// True once the node is shutting down: no new service starts.

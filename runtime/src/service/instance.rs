@@ -6,6 +6,7 @@ use colony_actors::{Behavior, Done};
 use tokio::sync::oneshot;
 
 use super::endpoints::{AnyBox, HandleFn};
+use super::lifecycle::Hooks;
 use crate::context::Context;
 use crate::error::{Code, Error, Origin};
 
@@ -65,11 +66,26 @@ impl Drop for ReplyTo {
     }
 }
 
-/// The state of one instance: whatever the user's factory made.
-pub(crate) struct ServiceState<S>(pub(crate) S);
+/// The state of one instance: whatever the user's factory made, and its hooks if it has any.
+pub(crate) struct ServiceState<S>(pub(crate) S, pub(crate) Option<Hooks<S>>);
 
 impl<S: Send + 'static> Behavior for ServiceState<S> {
     type Msg = Envelope<S>;
+
+    async fn started(&mut self) -> Result<(), String> {
+        match self.1 {
+            Some(hooks) => (hooks.started)(&mut self.0)
+                .await
+                .map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    }
+
+    async fn stopping(&mut self) {
+        if let Some(hooks) = self.1 {
+            (hooks.stopping)(&mut self.0).await;
+        }
+    }
 
     async fn handle(&mut self, envelope: Envelope<S>, done: Done<'_>) {
         let Envelope {

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use colony_actors::ractor::ActorRef;
 use colony_actors::SupervisorMsg;
-use colony_actors::{Instances, SendError};
+use colony_actors::{Failure, Instances, SendError};
 use dashmap::DashMap;
 use tokio::sync::oneshot;
 
@@ -17,6 +17,7 @@ use crate::codec::ContentType;
 use crate::context::Context;
 use crate::error::{Code, Error, Origin};
 use crate::layer::ServeLayer;
+use crate::membership::ServiceAd;
 
 /// A reply on its way back from an instance.
 pub(crate) type Pending = oneshot::Receiver<Result<AnyBox, Error>>;
@@ -40,7 +41,12 @@ pub(crate) trait LocalService: Send + Sync {
     /// The node's serve layers, run before delivery.
     fn layers(&self) -> &[Arc<dyn ServeLayer>];
     fn live_instances(&self) -> usize;
+    /// Instances asked for (live or restarting).
+    fn slots(&self) -> usize;
     fn restarts(&self) -> u64;
+    fn last_failure(&self) -> Option<Failure>;
+    /// What gossip advertises for it.
+    fn ad(&self) -> ServiceAd;
     fn supervisor(&self) -> &ActorRef<SupervisorMsg>;
 }
 
@@ -124,8 +130,25 @@ impl<S: Send + 'static> LocalService for RunningService<S> {
         self.instances.live()
     }
 
+    fn slots(&self) -> usize {
+        self.instances.slots()
+    }
+
     fn restarts(&self) -> u64 {
         self.instances.restarts()
+    }
+
+    fn last_failure(&self) -> Option<Failure> {
+        self.instances.last_failure()
+    }
+
+    fn ad(&self) -> ServiceAd {
+        ServiceAd {
+            version: self.version.clone(),
+            endpoints: self.endpoints().iter().map(|e| e.to_string()).collect(),
+            metadata: self.metadata.clone(),
+            actors: self.instances.slots(),
+        }
     }
 
     fn supervisor(&self) -> &ActorRef<SupervisorMsg> {

@@ -2,11 +2,17 @@
 
 mod builder;
 mod endpoints;
+mod health;
 mod host;
 mod instance;
 mod layered;
+mod lifecycle;
 mod local;
+pub(crate) mod node_supervisor;
+mod recovery;
+mod roster;
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -14,18 +20,21 @@ use colony_actors::ractor::rpc::CallResult;
 use colony_actors::SupervisorMsg;
 
 use crate::error::{Code, Error};
-use crate::membership::ServiceAd;
 
 pub use builder::ServiceBuilder;
 pub(crate) use builder::RESERVED_PREFIX;
 pub(crate) use endpoints::AnyBox;
+pub use health::{NodeHealth, NodeStatus, ServiceHealth, ServiceStatus};
+pub use lifecycle::Lifecycle;
 pub(crate) use local::{
     await_reply, call_encoded, deliver, downcast_reply, LocalService, LocalServices, Pending,
 };
+pub use recovery::Recovery;
+pub(crate) use roster::Roster;
 
 pub(crate) use host::Host;
 
-/// How long stopping a service waits for its instances to finish the message at hand.
+/// How long stopping a service waits for its instances to answer the calls in their mailboxes.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// How long scaling waits for the new instances to start.
@@ -72,19 +81,27 @@ impl ServiceRef {
         self.running().map_or(0, |s| s.restarts())
     }
 
+    /// The service's health on this node: running, degraded, restarting or failed, with its
+    /// live instances, restarts and last failure. `None` once stopped.
+    pub fn health(&self) -> Option<ServiceHealth> {
+        let host = self.host.upgrade()?;
+        let entry = host.roster().get(&self.name)?;
+        Some(entry.health(self.running().as_deref()))
+    }
+
     /// Runs `instances` instances (at least one) from now on, while the service serves: new
     /// instances start from the factory; removed ones take no new call, finish the calls
     /// already in their mailboxes, then stop, so scaling fails no call. The advertised actor
-    /// count follows.
+    /// count follows, and a restart after a failure starts this many.
     pub async fn scale(&self, instances: usize) -> Result<(), Error> {
-        let stopped =
-            || Error::client(Code::NotFound, format!("service {} has stopped", self.name));
+        let stopped = || {
+            Error::client(
+                Code::NotFound,
+                format!("service {} is not running", self.name),
+            )
+        };
         let host = self.host.upgrade().ok_or_else(stopped)?;
-        let service = host
-            .services()
-            .get(&self.name)
-            .map(|(_, s)| s)
-            .ok_or_else(stopped)?;
+        let service = self.running().ok_or_else(stopped)?;
         let count = instances.max(1);
         let done = service
             .supervisor()
@@ -96,33 +113,55 @@ impl ServiceRef {
                 format!("service {} did not scale to {count}", self.name),
             ));
         }
-        let ad = ServiceAd {
-            version: service.version().to_string(),
-            endpoints: service.endpoints().iter().map(|e| e.to_string()).collect(),
-            metadata: service.metadata().clone(),
-            actors: count,
-        };
-        host.membership().publish(&self.name, &ad).await;
+        if let Some(entry) = host.roster().get(&self.name) {
+            entry.instances.store(count, Ordering::Relaxed);
+        }
+        host.membership().publish(&self.name, &service.ad()).await;
         Ok(())
     }
 
-    /// Stops the service: it stops taking calls, and its instances finish their current message.
+    /// Starts a failed service again now, without waiting for its cool-down. `Conflict` if it
+    /// is not failed; a start that fails is returned (and counts as one more failure).
+    pub async fn restart(&self) -> Result<(), Error> {
+        let gone = || Error::client(Code::NotFound, format!("service {} has stopped", self.name));
+        let host = self.host.upgrade().ok_or_else(gone)?;
+        let entry = host.roster().get(&self.name).ok_or_else(gone)?;
+        let supervisor = host.node_supervisor().ok_or_else(gone)?;
+        if !entry.claim_restart() {
+            return Err(Error::client(
+                Code::Conflict,
+                format!("service {} is not failed", self.name),
+            ));
+        }
+        node_supervisor::restart(&supervisor, &host, &entry).await
+    }
+
+    /// Stops the service gracefully: withdrawn from the cluster first (peers stop routing
+    /// here), then out of this node's table, then each instance answers the calls already in
+    /// its mailbox, runs its `stopping` hook and stops.
     pub async fn stop(&self) {
         let Some(shared) = self.host.upgrade() else {
             return;
         };
-        // Withdrawn from the cluster first, so peers stop routing here before calls fail.
         shared.membership().withdraw(&self.name).await;
+        shared.roster().remove(&self.name);
         if let Some(service) = shared.services().remove(&self.name) {
             shared.local_changed(&self.name);
-            stop_service(service.as_ref()).await;
+            stop_service(service.as_ref(), STOP_GRACE).await;
         }
     }
 }
 
-pub(crate) async fn stop_service(service: &dyn LocalService) {
-    let _ = service
-        .supervisor()
-        .stop_and_wait(Some("service stopped".into()), Some(STOP_GRACE))
-        .await;
+/// Drains the service (every queued call answered, `stopping` hooks run) within `grace`, then
+/// stops what is left.
+pub(crate) async fn stop_service(service: &dyn LocalService, grace: Duration) {
+    let supervisor = service.supervisor();
+    let drained =
+        supervisor.cast(SupervisorMsg::Drain).is_ok() && supervisor.wait(Some(grace)).await.is_ok();
+    if !drained {
+        tracing::warn!(?grace, "service did not drain in time; stopping it");
+        let _ = supervisor
+            .stop_and_wait(Some("drain timed out".into()), Some(STOP_GRACE))
+            .await;
+    }
 }

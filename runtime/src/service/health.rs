@@ -1,0 +1,107 @@
+//! What a node reports about its services: running, degraded, restarting or failed.
+
+use serde::{Deserialize, Serialize};
+
+/// The state of one service on one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum ServiceStatus {
+    /// Every instance asked for is running.
+    Running,
+    /// Some instances are restarting; the others serve.
+    Degraded,
+    /// Every instance is restarting: calls are refused with `Unavailable` until one is back.
+    Restarting,
+    /// The service failed past its restart budget: withdrawn from routing and gossip until the
+    /// node restarts it (after its cool-down, or by hand).
+    Failed,
+}
+
+impl ServiceStatus {
+    /// How the CLI and logs spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceStatus::Running => "running",
+            ServiceStatus::Degraded => "degraded",
+            ServiceStatus::Restarting => "restarting",
+            ServiceStatus::Failed => "failed",
+        }
+    }
+}
+
+/// One service's health on one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceHealth {
+    /// The service.
+    pub name: String,
+    /// Running, degraded, restarting or failed.
+    pub status: ServiceStatus,
+    /// Instances asked for.
+    pub instances: usize,
+    /// Instances running now.
+    pub live: usize,
+    /// Instance restarts since the service was spawned on this node.
+    pub restarts: u64,
+    /// Times the service failed past its restart budget (and was withdrawn).
+    pub escalations: u32,
+    /// Why an instance or the service last failed.
+    pub last_failure: Option<String>,
+    /// How long ago that was, in milliseconds.
+    pub last_failure_ms_ago: Option<u64>,
+    /// For a failed service: in how many milliseconds the node restarts it (`None`: only by
+    /// hand, with `ServiceRef::restart`).
+    pub restart_in_ms: Option<u64>,
+}
+
+/// The state of a node as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum NodeStatus {
+    /// Every service is running.
+    Healthy,
+    /// At least one service is degraded, restarting or failed.
+    Degraded,
+    /// The node is shutting down: it takes no new calls.
+    Draining,
+}
+
+impl NodeStatus {
+    /// How the CLI and logs spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeStatus::Healthy => "healthy",
+            NodeStatus::Degraded => "degraded",
+            NodeStatus::Draining => "draining",
+        }
+    }
+}
+
+/// A node's health: its own state and each of its services'.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeHealth {
+    /// The node's name.
+    pub node: String,
+    /// Healthy, degraded or draining.
+    pub status: NodeStatus,
+    /// Its services, by name (colony's own `colony.*` ones left out).
+    pub services: Vec<ServiceHealth>,
+}
+
+impl NodeHealth {
+    pub(crate) fn of(node: String, draining: bool, services: Vec<ServiceHealth>) -> Self {
+        let status = if draining {
+            NodeStatus::Draining
+        } else if services.iter().all(|s| s.status == ServiceStatus::Running) {
+            NodeStatus::Healthy
+        } else {
+            NodeStatus::Degraded
+        };
+        Self {
+            node,
+            status,
+            services,
+        }
+    }
+}

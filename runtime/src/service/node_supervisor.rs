@@ -1,0 +1,196 @@
+//! The node-level supervisor: the root of the node's supervision tree.
+//!
+//! Each service's supervisor is linked under it. A service supervisor that stops on its own has
+//! given up (more instance failures than its restart budget allows, OTP's escalation): this
+//! actor marks the service failed, takes it out of routing and gossip at once, logs it, and
+//! restarts the whole service after the cool-down of its [`Recovery`](super::Recovery), if any.
+//! A service stopped on purpose is removed from the node's table before its supervisor stops,
+//! which is how the two are told apart. Every other service keeps serving throughout.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use colony_actors::ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use colony_actors::{stop_children, ENDED};
+
+use super::roster::Entry;
+use super::Host;
+
+/// How long a stopping node waits for its services' supervisors to stop.
+const CHILD_STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// What the node-level supervisor is told.
+pub(crate) enum NodeSupervisorMsg {
+    /// This service supervisor (already linked under this actor) runs `name`.
+    Adopt(Arc<str>, ActorId),
+    /// A cool-down ended: restart the service if it is still failed and still declared.
+    Restart(Arc<Entry>),
+}
+
+pub(crate) struct NodeSupervisor {
+    pub(crate) host: Weak<dyn Host>,
+}
+
+#[derive(Default)]
+pub(crate) struct Children {
+    by_id: HashMap<ActorId, Arc<str>>,
+    /// Exits of supervisors not adopted yet (a service can fail before its `Adopt` arrives,
+    /// since supervision events overtake messages): the reason, kept until the adoption.
+    early_exits: HashMap<ActorId, String>,
+}
+
+/// Spawns the node-level supervisor.
+pub(crate) async fn start(
+    host: Weak<dyn Host>,
+) -> Result<ActorRef<NodeSupervisorMsg>, colony_actors::ractor::SpawnErr> {
+    let (actor, _) = Actor::spawn(None, NodeSupervisor { host }, ()).await?;
+    Ok(actor)
+}
+
+impl NodeSupervisor {
+    async fn service_exited(
+        &self,
+        myself: &ActorRef<NodeSupervisorMsg>,
+        name: &str,
+        supervisor: ActorId,
+        reason: &str,
+    ) {
+        let Some(host) = self.host.upgrade() else {
+            return;
+        };
+        // Not in the table any more, or a newer incarnation there: stopped on purpose.
+        let Some((_, service)) = host.services().get(name) else {
+            return;
+        };
+        if service.supervisor().get_id() != supervisor
+            || !host.services().remove_if_same(name, &service)
+        {
+            return;
+        }
+        host.local_changed(name);
+        host.membership().withdraw(name).await;
+        let Some(entry) = host.roster().get(name) else {
+            return;
+        };
+        if reason.starts_with(ENDED) {
+            // Transient or temporary instances that all ended: the service is done, not failed.
+            host.roster().remove_if_same(&entry);
+            tracing::info!(node = %host.node_name(), service = %name, %reason, "service ended; withdrawn");
+            return;
+        }
+        failed(myself, &host, &entry, reason, service.restarts());
+    }
+}
+
+/// Marks `entry` failed and schedules its restart after the cool-down, if it has one.
+pub(crate) fn failed(
+    myself: &ActorRef<NodeSupervisorMsg>,
+    host: &Arc<dyn Host>,
+    entry: &Arc<Entry>,
+    reason: &str,
+    restarts: u64,
+) {
+    let wait = entry.failed(reason, restarts);
+    tracing::error!(node = %host.node_name(), service = %entry.name, %reason, restart_in = ?wait, "service failed past its restart budget; withdrawn");
+    if let Some(wait) = wait {
+        let entry = entry.clone();
+        myself.send_after(wait, move || NodeSupervisorMsg::Restart(entry));
+    }
+}
+
+/// Starts a failed service again (after its cool-down, or by hand); a start that fails counts
+/// as one more failure.
+pub(crate) async fn restart(
+    myself: &ActorRef<NodeSupervisorMsg>,
+    host: &Arc<dyn Host>,
+    entry: &Arc<Entry>,
+) -> Result<(), crate::Error> {
+    tracing::info!(node = %host.node_name(), service = %entry.name, "restarting failed service");
+    let started = entry.start(host).await;
+    if let Err(e) = &started {
+        failed(myself, host, entry, &format!("restart failed: {e}"), 0);
+    }
+    started
+}
+
+impl Actor for NodeSupervisor {
+    type Msg = NodeSupervisorMsg;
+    type State = Children;
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<NodeSupervisorMsg>,
+        _: (),
+    ) -> Result<Children, ActorProcessingErr> {
+        Ok(Children::default())
+    }
+
+    async fn post_stop(
+        &self,
+        myself: ActorRef<NodeSupervisorMsg>,
+        _: &mut Children,
+    ) -> Result<(), ActorProcessingErr> {
+        // ractor kills an actor's children when it exits: stop them first, each finishing the
+        // message at hand, so a node dropped without `shutdown` still answers what runs.
+        stop_children(&myself.get_cell(), "node stopping", CHILD_STOP_GRACE).await;
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<NodeSupervisorMsg>,
+        msg: NodeSupervisorMsg,
+        children: &mut Children,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            NodeSupervisorMsg::Adopt(name, id) => match children.early_exits.remove(&id) {
+                Some(reason) => self.service_exited(&myself, &name, id, &reason).await,
+                None => {
+                    children.by_id.insert(id, name);
+                }
+            },
+            NodeSupervisorMsg::Restart(entry) => {
+                let Some(host) = self.host.upgrade() else {
+                    return Ok(());
+                };
+                if host.is_closing() || !host.roster().is_current(&entry) {
+                    return Ok(());
+                }
+                if entry.claim_restart() {
+                    // Starting runs the instances' `started` hooks: not on this actor, which
+                    // must stay free to hear of other services' failures.
+                    tokio::spawn(async move {
+                        let _ = restart(&myself, &host, &entry).await;
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<NodeSupervisorMsg>,
+        event: SupervisionEvent,
+        children: &mut Children,
+    ) -> Result<(), ActorProcessingErr> {
+        let (id, reason) = match event {
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                (cell.get_id(), reason.unwrap_or_else(|| "stopped".into()))
+            }
+            SupervisionEvent::ActorFailed(cell, err) => {
+                (cell.get_id(), format!("service supervisor failed: {err}"))
+            }
+            _ => return Ok(()),
+        };
+        match children.by_id.remove(&id) {
+            Some(name) => self.service_exited(&myself, &name, id, &reason).await,
+            None => {
+                children.early_exits.insert(id, reason);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,192 @@
+//! A rolling restart under load fails no call: three `colony-test-node` processes serve
+//! `fixture`, an in-process client node keeps 8 callers busy with idempotent calls by name
+//! (3 retries), and each process in turn gets SIGTERM (so it shuts down gracefully: leaves
+//! gossip, refuses new calls, finishes the ones in flight, drains its services, exits 0), is
+//! replaced by a new process of the same name on a fresh port, and takes calls again before
+//! the next one stops.
+//!
+//! Only counts are asserted; the totals and the longest call are printed for the record.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use colony::{Client, Node};
+use colony_tests::load::{Load, Until};
+use colony_tests::*;
+
+const EXE: &str = env!("CARGO_BIN_EXE_colony-test-node");
+
+/// The server processes, restarted in this order.
+const NAMES: [&str; 3] = ["n1", "n2", "n3"];
+/// Calling tasks.
+const CALLERS: usize = 8;
+/// Further attempts per call.
+const RETRIES: u32 = 3;
+/// Deadline of one call, every attempt included.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Calls completed before the first restart.
+const WARM_UP: u64 = 300;
+/// Calls a new process must have answered before the next one stops.
+const NEW_PROCESS_CALLS: u64 = 30;
+/// Calls completed after the last restart, before the load stops.
+const AFTER: u64 = 300;
+
+async fn spawn(ca_dir: &Path, name: &str, seeds: &[SocketAddr]) -> ChildNode {
+    let extra: Vec<String> = seeds
+        .iter()
+        .flat_map(|s| ["--seed".to_string(), s.to_string()])
+        .collect();
+    ChildNode::start(EXE.as_ref(), ca_dir, name, &extra).await
+}
+
+/// Calls the client's selector has made to `fixture@name` at `addr`.
+async fn calls_to(client: &Client, name: &str, addr: SocketAddr) -> u64 {
+    let id = format!("{FIXTURE}@{name}");
+    client
+        .instance_report(FIXTURE)
+        .await
+        .into_iter()
+        .find(|r| r.id == id && r.addr == addr)
+        .map_or(0, |r| r.calls)
+}
+
+/// Waits (bounded) until the client's selector has made at least `n` calls to `name` at `addr`.
+async fn wait_calls_to(client: &Client, name: &str, addr: SocketAddr, n: u64) {
+    within(&format!("{n} calls to {name} at {addr}"), async {
+        while calls_to(client, name, addr).await < n {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+}
+
+/// True when `registry` lists exactly one `fixture` instance per process, at its address now.
+fn serving(registry: &colony::Registry, servers: &[ChildNode]) -> bool {
+    let mut seen: Vec<(String, SocketAddr)> = registry
+        .instances(FIXTURE)
+        .into_iter()
+        .map(|i| (i.id, i.addr))
+        .collect();
+    seen.sort();
+    let mut want: Vec<(String, SocketAddr)> = NAMES
+        .iter()
+        .zip(servers)
+        .map(|(name, s)| (format!("{FIXTURE}@{name}"), s.addr()))
+        .collect();
+    want.sort();
+    seen == want
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_under_idempotent_load_fails_no_call() {
+    let ca = new_ca();
+    let dir = write_ca_dir(&ca);
+    let first = spawn(dir.path(), NAMES[0], &[]).await;
+    let seed = first.addr();
+    let mut servers = vec![first];
+    for name in &NAMES[1..] {
+        servers.push(spawn(dir.path(), name, &[seed]).await);
+    }
+    let me: Node = node_builder(&ca, "caller")
+        .seeds([seed.to_string()])
+        .client_only()
+        .start()
+        .await
+        .expect("client node starts");
+    converge(&me, "the three fixtures", |r| serving(r, &servers)).await;
+    let client = me.client();
+
+    let callers = client.clone();
+    let load = Load::start(CALLERS, Until::Stopped, move |task, i| {
+        let client = callers.clone();
+        async move {
+            let text = format!("{task}-{i}");
+            let reply = client
+                .request(FIXTURE, Echo { text: text.clone() })
+                .idempotent()
+                .retries(RETRIES)
+                .timeout(CALL_TIMEOUT)
+                .await;
+            match reply {
+                Ok(reply) if reply.text == text => Ok(()),
+                Ok(reply) => Err(format!("wrong reply {:?} to {text}", reply.text)),
+                Err(e) => Err(format!(
+                    "code {:?} origin {:?}: {}",
+                    e.code(),
+                    e.origin(),
+                    e.detail()
+                )),
+            }
+        }
+    });
+    load.wait_for("the warm-up calls", |t| t.completed() >= WARM_UP)
+        .await;
+    for (name, server) in NAMES.iter().zip(&servers) {
+        wait_calls_to(&client, name, server.addr(), NEW_PROCESS_CALLS).await;
+    }
+
+    let mut during = Vec::new();
+    for (i, name) in NAMES.iter().enumerate() {
+        let old = servers[i].addr();
+        let at_stop = load.tally().completed();
+        servers[i].terminate();
+        let status = servers[i].wait_exit().await;
+        assert!(
+            status.success(),
+            "{name} did not shut down cleanly on SIGTERM: {status}"
+        );
+        let seeds: Vec<SocketAddr> = servers
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, s)| s.addr())
+            .collect();
+        servers[i] = spawn(dir.path(), name, &seeds).await;
+        let new = servers[i].addr();
+        assert_ne!(new, old, "{name} restarts on a fresh port");
+        converge(&me, &format!("{name} serving again at {new}"), |r| {
+            serving(r, &servers)
+        })
+        .await;
+        let at_back = load.tally().completed();
+        during.push(at_back - at_stop);
+        wait_calls_to(&client, name, new, NEW_PROCESS_CALLS).await;
+        assert_eq!(
+            load.tally().failed(),
+            0,
+            "calls failed around the restart of {name}: {}",
+            load.tally().describe()
+        );
+    }
+    load.wait_more(AFTER, "calls after the last restart").await;
+    let (tally, elapsed) = load.stop().await;
+
+    eprintln!(
+        "rolling restart: {} calls in {elapsed:.1?}, {} failed; calls while each process was \
+         stopped and replaced: {during:?}; longest call {:.1?}",
+        tally.completed(),
+        tally.failed(),
+        tally.slowest()
+    );
+    assert_eq!(
+        tally.failed(),
+        0,
+        "calls failed during the rolling restart: {}",
+        tally.describe()
+    );
+    assert!(
+        tally.completed() >= WARM_UP + AFTER,
+        "too few calls: {}",
+        tally.describe()
+    );
+    for (name, calls) in NAMES.iter().zip(&during) {
+        assert!(
+            *calls > 0,
+            "no call completed while {name} was restarting: the load was not continuous"
+        );
+    }
+
+    within("client shutdown", me.shutdown()).await;
+    drop(servers);
+}
