@@ -41,6 +41,8 @@ pub struct ServiceHealth {
     pub instances: usize,
     /// Instances running now.
     pub live: usize,
+    /// Calls in the instances' mailboxes, the ones being handled included.
+    pub queued: u64,
     /// Instance restarts since the service was spawned on this node.
     pub restarts: u64,
     /// Times the service failed past its restart budget (and was withdrawn).

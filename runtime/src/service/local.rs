@@ -43,6 +43,8 @@ pub(crate) trait LocalService: Send + Sync {
     fn live_instances(&self) -> usize;
     /// Instances asked for (live or restarting).
     fn slots(&self) -> usize;
+    /// Calls waiting in the instances' mailboxes, the ones at hand included.
+    fn queued(&self) -> u64;
     fn restarts(&self) -> u64;
     fn last_failure(&self) -> Option<Failure>;
     /// What gossip advertises for it.
@@ -132,6 +134,15 @@ impl<S: Send + 'static> LocalService for RunningService<S> {
 
     fn slots(&self) -> usize {
         self.instances.slots()
+    }
+
+    fn queued(&self) -> u64 {
+        self.instances
+            .depths()
+            .into_iter()
+            .flatten()
+            .map(u64::from)
+            .sum()
     }
 
     fn restarts(&self) -> u64 {

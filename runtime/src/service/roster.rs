@@ -145,6 +145,7 @@ impl Entry {
     pub(crate) fn health(&self, running: Option<&dyn LocalService>) -> ServiceHealth {
         let record = self.record();
         let asked = self.instances.load(Ordering::Relaxed);
+        let queued = running.map_or(0, |s| s.queued());
         let (status, live, restarts, last_failure) = match (running, &record.failed) {
             (Some(service), None) => {
                 let live = service.live_instances();
@@ -170,6 +171,7 @@ impl Entry {
             status,
             instances: asked,
             live,
+            queued,
             restarts: record.restarts_before + restarts,
             escalations: record.escalations,
             last_failure_ms_ago: last_failure.as_ref().map(|f| {
