@@ -121,6 +121,9 @@ pub(crate) trait Payload: Send {
 /// How one call is made.
 pub(crate) struct Plan<'a> {
     pub(crate) service: &'a str,
+    /// A clock reading taken just before the call starts: the first attempt checks the
+    /// deadline against it instead of reading the clock again (a read costs tens of ns).
+    pub(crate) now: Instant,
     pub(crate) deadline: Instant,
     pub(crate) metadata: Metadata,
     pub(crate) strategy: Strategy,
@@ -148,8 +151,9 @@ pub(crate) async fn run<P: Payload>(
     let mut tried: Vec<Arc<str>> = Vec::new();
     let mut retries = 0;
     let mut last_failure: Option<Failure> = None;
+    let mut now = plan.now;
     loop {
-        if Instant::now() >= plan.deadline {
+        if now >= plan.deadline {
             return Err(last_failure.map_or_else(
                 || {
                     Error::client(
@@ -176,17 +180,7 @@ pub(crate) async fn run<P: Payload>(
         };
         let hedge_after = plan.hedge.then(|| hedge_delay(caller, &instance)).flatten();
         let outcome = match hedge_after {
-            None => {
-                launch(
-                    caller,
-                    &selector,
-                    instance.clone(),
-                    &mut payload,
-                    &plan,
-                    shape,
-                )
-                .await
-            }
+            None => launch(caller, &selector, &instance, &mut payload, &plan, shape).await,
             // Boxed: the two-attempt state would otherwise enlarge every call's future.
             Some(delay) => {
                 let hedged = Hedged {
@@ -203,7 +197,7 @@ pub(crate) async fn run<P: Payload>(
             Err(failure) => failure,
         };
         retries += 1;
-        let now = Instant::now();
+        now = Instant::now();
         let pause = backoff(caller, retries);
         if retries > plan.retries
             || !failure.may_retry(plan.idempotent, instance.has_endpoint(payload.endpoint()))
@@ -219,6 +213,7 @@ pub(crate) async fn run<P: Payload>(
         }
         last_failure = Some(failure);
         tokio::time::sleep(pause).await;
+        now = Instant::now();
     }
 }
 
@@ -253,7 +248,7 @@ impl<'a> Hedged<'a> {
             plan,
             shape,
         } = self;
-        let first = launch(caller, selector, instance.clone(), payload, plan, shape);
+        let first = launch(caller, selector, &instance, payload, plan, shape);
         let mut first = std::pin::pin!(first);
         tokio::select! {
             // An answer already there wins over a hedge.
@@ -270,7 +265,7 @@ impl<'a> Hedged<'a> {
                     Some(other) => {
                         tracing::debug!(service = plan.service, first = %instance.id, hedge = %other.id, "hedging");
                         tried.push(other.id.clone());
-                        let second = launch(caller, selector, other, payload, plan, shape);
+                        let second = launch(caller, selector, &other, payload, plan, shape);
                         first_success(first, second).await
                     }
                     None => first.await,
@@ -372,7 +367,7 @@ fn any_match(instances: &[Arc<Instance>], matches: impl Fn(&Instance) -> bool) -
 fn launch<'a, P: Payload>(
     caller: &'a Caller,
     selector: &'a Selector,
-    instance: Arc<Instance>,
+    instance: &'a Instance,
     payload: &mut P,
     plan: &'a Plan<'a>,
     shape: Shape,
@@ -408,52 +403,63 @@ fn launch<'a, P: Payload>(
     let endpoint = payload.endpoint_name();
     async move {
         let _in_flight = instance.load.begin();
-        let attempt = async {
-            match (local, remote) {
-                (Some(local), _) => local.await,
-                (None, Some(Ok((body, ct)))) => {
-                    let target = Target {
-                        addr: instance.addr,
-                        service: plan.service,
-                        endpoint: &endpoint,
+        let outcome = match (local, cutoff) {
+            // The common local attempt, awaited in place: this future stays about the size of
+            // the mailbox round trip, since every call's future carries (and moves) it.
+            (Some(local), None) => local.await,
+            // Boxed: a network exchange's state is large, and an attempt with a cutoff carries
+            // a timer; neither should enlarge every local call's future.
+            (local, cutoff) => {
+                let endpoint = &endpoint;
+                Box::pin(async move {
+                    let attempt = async {
+                        match (local, remote) {
+                            (Some(local), _) => local.await,
+                            (None, Some(Ok((body, ct)))) => {
+                                let target = Target {
+                                    addr: instance.addr,
+                                    service: plan.service,
+                                    endpoint,
+                                };
+                                let reply = exchange(
+                                    caller,
+                                    target,
+                                    ct,
+                                    &body,
+                                    plan.metadata.clone(),
+                                    plan.deadline,
+                                )
+                                .await?;
+                                P::decode(ct, &reply, instance.addr).map_err(Failure::delivered)
+                            }
+                            (None, Some(Err(e))) => Err(Failure::not_delivered(e)),
+                            (None, None) => unreachable!("an attempt is local or remote"),
+                        }
                     };
-                    // Boxed: the network exchange's state is large, and would otherwise be
-                    // carried (and copied) by every local call's future too.
-                    let reply = Box::pin(exchange(
-                        caller,
-                        target,
-                        ct,
-                        &body,
-                        plan.metadata.clone(),
-                        plan.deadline,
-                    ))
-                    .await?;
-                    P::decode(ct, &reply, instance.addr).map_err(Failure::delivered)
-                }
-                (None, Some(Err(e))) => Err(Failure::not_delivered(e)),
-                (None, None) => unreachable!("an attempt is local or remote"),
+                    match cutoff {
+                        None => attempt.await,
+                        Some(cutoff) => tokio::time::timeout_at(cutoff.into(), attempt)
+                            .await
+                            .unwrap_or_else(|_| {
+                                let waited = start.map_or(Duration::ZERO, |s| cutoff - s);
+                                Err(Failure {
+                                    abandoned: true,
+                                    ..Failure::delivered(Error::client(
+                                        Code::Timeout,
+                                        format!(
+                                            "{} gave no answer within {waited:?}, far beyond its \
+                                             usual latency",
+                                            instance.id
+                                        ),
+                                    ))
+                                })
+                            }),
+                    }
+                })
+                .await
             }
         };
-        let outcome = match cutoff {
-            None => attempt.await,
-            Some(cutoff) => tokio::time::timeout_at(cutoff.into(), attempt)
-                .await
-                .unwrap_or_else(|_| {
-                    let waited = start.map_or(Duration::ZERO, |s| cutoff - s);
-                    Err(Failure {
-                        abandoned: true,
-                        ..Failure::delivered(Error::client(
-                            Code::Timeout,
-                            format!(
-                                "{} gave no answer within {waited:?}, far beyond its usual \
-                                 latency",
-                                instance.id
-                            ),
-                        ))
-                    })
-                }),
-        };
-        record(selector, &instance, &outcome, start);
+        record(selector, instance, &outcome, start);
         outcome
     }
 }

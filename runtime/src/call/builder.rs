@@ -218,20 +218,27 @@ impl<'c, M: Message> Call<'c, M> {
     /// The call's deadline: an inherited one ([`within`](Self::within)), cut to the call's own
     /// [`timeout`](Self::timeout) when that is shorter; else the timeout or the node's default.
     fn deadline(&self) -> Instant {
+        self.deadline_at(Instant::now())
+    }
+
+    /// [`deadline`](Self::deadline) as of `now`.
+    fn deadline_at(&self, now: Instant) -> Instant {
         let caller = &self.client.caller;
-        let own = self.timeout.map(|t| Instant::now() + t);
+        let own = self.timeout.map(|t| now + t);
         match (self.deadline, own) {
             (Some(inherited), Some(own)) => inherited.min(own),
             (Some(inherited), None) => inherited,
             (None, Some(own)) => own,
-            (None, None) => Instant::now() + caller.defaults.timeout,
+            (None, None) => now + caller.defaults.timeout,
         }
     }
 
     /// The call itself, after any layers.
     async fn run(self) -> Result<M::Reply, Error> {
         let caller = &self.client.caller;
-        let deadline = self.deadline();
+        // One clock read serves the deadline and the first attempt's check against it.
+        let now = Instant::now();
+        let deadline = self.deadline_at(now);
         let mut payload = Typed::new(self.request, self.copy, self.content_type);
         if let Some(addr) = self.node {
             // Pinned to one node: exactly one attempt there.
@@ -273,6 +280,7 @@ impl<'c, M: Message> Call<'c, M> {
         }
         let plan = Plan {
             service: self.service,
+            now,
             deadline,
             metadata: self.metadata,
             strategy: self.strategy.unwrap_or(caller.defaults.strategy),

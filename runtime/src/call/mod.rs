@@ -151,6 +151,7 @@ impl Client {
         let run = |metadata, deadline| {
             let plan = Plan {
                 service,
+                now: Instant::now(),
                 deadline,
                 metadata,
                 strategy: caller.defaults.strategy,

@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::Pin;
 
 use bytes::Bytes;
 
@@ -13,9 +13,7 @@ use crate::codec::ContentType;
 use crate::context::Context;
 use crate::error::{Code, Error, Origin};
 use crate::message::Message;
-use crate::service::{
-    await_reply, call_encoded, deliver, downcast_reply, AnyBox, LocalService, Pending,
-};
+use crate::service::{await_reply, call_encoded, deliver, downcast_reply, AnyBox, Pending};
 
 /// A typed request. On this node it travels as a value, never encoded; for other nodes it is
 /// encoded once and the bytes serve every attempt.
@@ -50,8 +48,9 @@ impl<M: Message> Typed<M> {
 enum Start {
     /// In an instance's mailbox.
     Sent(Pending),
-    /// To go through the node's serve layers first.
-    Layered(Arc<dyn LocalService>, AnyBox, Context),
+    /// To go through the node's serve layers first. Boxed: the layered delivery's state would
+    /// otherwise be carried, and copied with every move, by each local call's future.
+    Layered(Pin<Box<dyn Future<Output = Result<AnyBox, Error>> + Send>>),
     /// Refused before delivery.
     Failed(Failure),
 }
@@ -83,7 +82,11 @@ impl<M: Message> Payload for Typed<M> {
         let start = match self.take() {
             None => Start::Failed(spent(M::ENDPOINT)),
             Some(request) if !service.layers().is_empty() => {
-                Start::Layered(service.clone(), Box::new(request), ctx)
+                let service = service.clone();
+                let request: AnyBox = Box::new(request);
+                Start::Layered(Box::pin(async move {
+                    deliver(service.as_ref(), M::ENDPOINT, request, ctx, Origin::Client).await
+                }))
             }
             Some(request) => match service.dispatch(M::ENDPOINT, Box::new(request), ctx) {
                 Ok(pending) => Start::Sent(pending),
@@ -102,11 +105,7 @@ impl<M: Message> Payload for Typed<M> {
                 Start::Sent(pending) => await_reply(pending, deadline, M::ENDPOINT, Origin::Client)
                     .await
                     .map_err(Failure::from_reply)?,
-                Start::Layered(service, request, ctx) => {
-                    deliver(service.as_ref(), M::ENDPOINT, request, ctx, Origin::Client)
-                        .await
-                        .map_err(Failure::from_reply)?
-                }
+                Start::Layered(delivery) => delivery.await.map_err(Failure::from_reply)?,
                 Start::Failed(failure) => return Err(failure),
             };
             downcast_reply(reply, M::ENDPOINT).map_err(Failure::delivered)
