@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use colony::prelude::*;
 use colony::{Lifecycle, NodeHealth, Recovery, RestartPolicy, ServiceStatus};
 use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
 
 /// Does some work; `crash: true` makes the handler panic.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -188,22 +189,7 @@ async fn demo() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     print_health(&node.health());
 
     println!("\n4. a full mailbox refuses at once (2 instances x 4 calls, each call 200 ms)");
-    let calls: Vec<_> = (0..12)
-        .map(|_| {
-            let client = client.clone();
-            tokio::spawn(async move {
-                client
-                    .call(
-                        "steady",
-                        Work {
-                            crash: false,
-                            millis: 200,
-                        },
-                    )
-                    .await
-            })
-        })
-        .collect();
+    let calls = spawn_calls(&client, 12, 200);
     let (mut ok, mut full) = (0, 0);
     for call in calls {
         match call.await? {
@@ -217,22 +203,7 @@ async fn demo() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     println!(
         "\n5. shutdown drains: queued calls are answered, then `stopping` runs in each instance"
     );
-    let queued: Vec<_> = (0..6)
-        .map(|_| {
-            let client = client.clone();
-            tokio::spawn(async move {
-                client
-                    .call(
-                        "steady",
-                        Work {
-                            crash: false,
-                            millis: 50,
-                        },
-                    )
-                    .await
-            })
-        })
-        .collect();
+    let queued = spawn_calls(&client, 6, 50);
     wait_for("the calls to queue", || {
         steady.health().is_some_and(|h| h.queued == 6)
     })
@@ -247,8 +218,22 @@ async fn demo() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     Ok(())
 }
 
+/// `n` concurrent calls to `steady`, each taking `millis` in the handler.
+fn spawn_calls(client: &Client, n: usize, millis: u64) -> Vec<JoinHandle<Result<u32, Error>>> {
+    (0..n)
+        .map(|_| {
+            let client = client.clone();
+            let work = Work {
+                crash: false,
+                millis,
+            };
+            tokio::spawn(async move { client.call("steady", work).await })
+        })
+        .collect()
+}
+
 /// How many of the calls succeeded.
-async fn futures_ok(calls: Vec<tokio::task::JoinHandle<Result<u32, Error>>>) -> usize {
+async fn futures_ok(calls: Vec<JoinHandle<Result<u32, Error>>>) -> usize {
     let mut ok = 0;
     for call in calls {
         if matches!(call.await, Ok(Ok(_))) {
