@@ -1,12 +1,15 @@
-//! The `colony` command against a running cluster: services, members, describe, call, and the
-//! messages for a seed that does not answer and for missing credentials.
+//! The `colony` command against a running cluster: services, members, describe, call, health
+//! and its exit codes, and the messages for a seed that does not answer and for missing
+//! credentials.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
 
-use colony::{ClusterCa, Context, Error, Handler, Message, Node};
+use colony::{
+    ClusterCa, Context, Error, Handler, Message, Node, Recovery, RestartPolicy, ServiceStatus,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -34,6 +37,24 @@ impl Handler<Hello> for Greeter {
         Ok(HelloReply {
             greeting: format!("Hello, {}!", req.name),
         })
+    }
+}
+
+/// Makes the `fragile` service's handler panic.
+#[derive(Debug, Serialize, Deserialize)]
+struct Boom {}
+
+impl Message for Boom {
+    type Reply = ();
+    const ENDPOINT: &'static str = "Fragile.Boom";
+}
+
+/// A service that fails on its first call and has no restart to spare.
+struct Fragile;
+
+impl Handler<Boom> for Fragile {
+    async fn handle(&mut self, _req: Boom, _ctx: &Context) -> Result<(), Error> {
+        panic!("fragile asked to fail");
     }
 }
 
@@ -259,4 +280,227 @@ async fn clear_messages_for_a_silent_seed_and_for_missing_credentials() {
         stderr(&out)
     );
     drop(silent_socket);
+}
+
+/// A node named `name` running `greeter`, trusting the CA in `ca_dir`.
+async fn greeter_node(ca_dir: &Path, name: &str) -> Node {
+    let ca = Arc::new(ClusterCa::load_or_create(ca_dir).unwrap());
+    let node = Node::builder().name(name).ca(ca).start().await.unwrap();
+    node.service("greeter")
+        .version("2.1.0")
+        .handler::<Hello>()
+        .spawn(|| Greeter)
+        .await
+        .unwrap();
+    node
+}
+
+/// The `--json` output of `colony health`: one answer per node asked.
+fn health_json(out: &Output) -> Vec<serde_json::Value> {
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("health --json is not JSON ({e}): {}", stdout(out)));
+    json.as_array().expect("an array of answers").clone()
+}
+
+/// The health of `service` in one node's answer.
+fn service<'a>(answer: &'a serde_json::Value, service: &str) -> &'a serde_json::Value {
+    let services = answer["services"].as_array().expect("services");
+    services
+        .iter()
+        .find(|s| s["name"] == service)
+        .unwrap_or_else(|| panic!("no {service} in {answer}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_exits_0_for_a_healthy_node_by_address_and_through_a_seed() {
+    let dir = TempDir::new("healthy");
+    let a = greeter_node(&dir.0, "a").await;
+    let addr = a.addr().to_string();
+
+    // The node asked is the seed.
+    let out = colony(&["health", "--node", &addr], &dir.0).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "health --node: {}",
+        stderr(&out)
+    );
+    let text = stdout(&out);
+    assert!(text.starts_with("NODE"), "{text}");
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("a ") && l.contains("greeter"))
+        .unwrap_or_else(|| panic!("no row for greeter on a: {text}"));
+    assert!(
+        row.contains("healthy") && row.contains("running") && row.contains(&addr),
+        "{row}"
+    );
+    assert!(
+        !text.contains("colony.node"),
+        "colony's own service is left out: {text}"
+    );
+
+    // Every server member, found through the seed, as JSON.
+    let out = colony(&["--seed", &addr, "health", "--json"], &dir.0).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "--seed health: {}",
+        stderr(&out)
+    );
+    let answers = health_json(&out);
+    assert_eq!(answers.len(), 1, "only a serves: {answers:?}");
+    let answer = &answers[0];
+    assert_eq!(answer["addr"], addr.as_str());
+    assert_eq!(answer["node"], "a");
+    assert_eq!(answer["status"], "healthy");
+    assert!(answer.get("error").is_none(), "{answer}");
+    let services: Vec<&str> = answer["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(services, ["greeter"], "{answer}");
+    assert_eq!(service(answer, "greeter")["status"], "running");
+    assert_eq!(service(answer, "greeter")["live"], 1);
+
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_exits_1_when_a_service_failed_past_its_restart_budget() {
+    let dir = TempDir::new("failed");
+    let a = greeter_node(&dir.0, "a").await;
+    let fragile = a
+        .service("fragile")
+        .restart_policy(RestartPolicy {
+            max_restarts: 0,
+            ..RestartPolicy::default()
+        })
+        .recovery(Recovery::Manual)
+        .handler::<Boom>()
+        .spawn(|| Fragile)
+        .await
+        .unwrap();
+    let addr = a.addr().to_string();
+    let out = colony(&["health", "--node", &addr], &dir.0).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "before the failure: {}",
+        stdout(&out)
+    );
+
+    // One panic, no restart allowed: the service is failed until restarted by hand.
+    let err = a.client().call("fragile", Boom {}).await.unwrap_err();
+    assert_eq!(err.code(), colony::Code::Internal, "{err}");
+    let polled = tokio::time::timeout(Duration::from_secs(20), async {
+        while fragile.health().map(|h| h.status) != Some(ServiceStatus::Failed) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(
+        polled.is_ok(),
+        "fragile never failed: {:?}",
+        fragile.health()
+    );
+
+    let out = colony(&["health", "--node", &addr], &dir.0).await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "health with a failed service: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let text = stdout(&out);
+    let row = text
+        .lines()
+        .find(|l| l.contains("fragile"))
+        .unwrap_or_else(|| panic!("no row for fragile: {text}"));
+    assert!(row.contains("degraded") && row.contains("failed"), "{row}");
+    assert!(
+        row.contains("panicked") || row.contains("fragile asked to fail"),
+        "{row}"
+    );
+
+    let out = colony(&["--seed", &addr, "health", "--json"], &dir.0).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let answers = health_json(&out);
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert_eq!(answers[0]["status"], "degraded");
+    assert_eq!(service(&answers[0], "greeter")["status"], "running");
+    let failed = service(&answers[0], "fragile");
+    assert_eq!(failed["status"], "failed");
+    assert_eq!(failed["live"], 0);
+    assert_eq!(failed["escalations"], 1, "{failed}");
+    assert!(
+        failed["last_failure"]
+            .as_str()
+            .is_some_and(|f| f.contains("fragile asked to fail")),
+        "{failed}"
+    );
+    assert!(
+        failed["restart_in_ms"].is_null(),
+        "Recovery::Manual: no restart planned: {failed}"
+    );
+
+    // Restarted by hand: healthy again.
+    fragile.restart().await.expect("manual restart");
+    let out = colony(&["health", "--node", &addr], &dir.0).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "after the restart: {}",
+        stdout(&out)
+    );
+
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_exits_2_when_a_node_asked_cannot_be_reached() {
+    let dir = TempDir::new("unreachable");
+    let a = greeter_node(&dir.0, "a").await;
+    let live = a.addr().to_string();
+    // A port nothing listens on: bound for a moment to get it, then freed.
+    let dead = {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.local_addr().unwrap().to_string()
+    };
+
+    // The only node asked is the only seed: the cluster cannot be reached at all.
+    let out = colony(&["health", "--node", &dead, "--wait", "1"], &dir.0).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no seed answered"),
+        "{}",
+        stderr(&out)
+    );
+
+    // The cluster answers, one of the nodes asked does not.
+    let out = colony(
+        &[
+            "--seed", &live, "health", "--node", &live, "--node", &dead, "--wait", "1", "--json",
+        ],
+        &dir.0,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let answers = health_json(&out);
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    let by_addr = |addr: &str| {
+        answers
+            .iter()
+            .find(|a| a["addr"] == addr)
+            .unwrap_or_else(|| panic!("no answer for {addr}: {answers:?}"))
+    };
+    assert_eq!(by_addr(&live)["status"], "healthy");
+    let silent = by_addr(&dead);
+    assert!(silent.get("status").is_none(), "{silent}");
+    assert!(silent["error"].is_string(), "{silent}");
+
+    a.shutdown().await;
 }

@@ -243,6 +243,13 @@ impl<'c, M: Message> Call<'c, M> {
         if let Some(addr) = self.node {
             // Pinned to one node: exactly one attempt there.
             let result = if caller.is_self(addr) {
+                if caller.services.is_closed() {
+                    // As a peer's call would be refused: it never ran, so it may go elsewhere.
+                    return Err(Error::server(
+                        Code::Unavailable,
+                        format!("node {} is shutting down", caller.name),
+                    ));
+                }
                 let Some(handle) = caller.services.get(self.service) else {
                     return Err(Error::server(
                         Code::NotFound,

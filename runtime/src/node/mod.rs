@@ -80,8 +80,6 @@ pub(crate) struct Shared {
     node_supervisor: OnceLock<ActorRef<NodeSupervisorMsg>>,
     /// Set when shutdown begins: no service starts or restarts from then on.
     shutting_down: AtomicBool,
-    /// Set once the cluster has heard the node leave: new calls are refused.
-    closing: AtomicBool,
     /// Calls being served; shutdown waits for these.
     pub(crate) calls: TaskTracker,
     /// Ends the accept and connection loops.
@@ -123,14 +121,14 @@ impl Shared {
             roster: Roster::default(),
             node_supervisor: OnceLock::new(),
             shutting_down: AtomicBool::new(false),
-            closing: AtomicBool::new(false),
             calls: TaskTracker::new(),
             cancel: CancellationToken::new(),
         }
     }
 
+    /// True once the cluster has heard the node leave: new calls are refused.
     pub(crate) fn is_closing(&self) -> bool {
-        self.closing.load(Ordering::Acquire)
+        self.caller.services.is_closed()
     }
 
     pub(crate) fn health(&self) -> NodeHealth {
@@ -304,7 +302,7 @@ impl Node {
         let deadline = Instant::now() + self.shutdown_grace;
         shared.shutting_down.store(true, Ordering::Release);
         shared.membership.leave().await;
-        shared.closing.store(true, Ordering::Release);
+        shared.caller.services.close();
         shared.caller.endpoint.stop_accepting();
         shared.calls.close();
         if tokio::time::timeout_at(deadline.into(), shared.calls.wait())
@@ -337,7 +335,7 @@ impl Drop for Node {
             return;
         }
         let shared = &self.shared;
-        shared.closing.store(true, Ordering::Release);
+        shared.caller.services.close();
         shared.cancel.cancel();
         // Clients may keep `Shared` alive: gossip must not outlive the node.
         shared.membership.stop_now();

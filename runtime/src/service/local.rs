@@ -2,6 +2,7 @@
 
 use std::any::Any;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -171,9 +172,20 @@ impl<S: Send + 'static> LocalService for RunningService<S> {
 #[derive(Default)]
 pub(crate) struct LocalServices {
     by_name: DashMap<Arc<str>, Arc<dyn LocalService>>,
+    /// Set once the node shuts down: new calls are refused, from this process and from peers.
+    closed: AtomicBool,
 }
 
 impl LocalServices {
+    /// Refuses new calls from now on (the node is shutting down; queued ones still run).
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
     /// The service and its interned name, cloned out so no map guard is held.
     pub(crate) fn get(&self, name: &str) -> Option<(Arc<str>, Arc<dyn LocalService>)> {
         self.by_name
