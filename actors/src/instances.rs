@@ -7,6 +7,10 @@ use std::time::SystemTime;
 use crate::instance::{Child, Closed, InstanceId};
 use crate::selector::random_below;
 
+/// The depth given to an instance found stopped, so that no send picks it again before its
+/// supervisor empties the slot (far above any mailbox capacity, far from overflowing).
+const STOPPED: u32 = u32::MAX / 2;
+
 /// Above this many instances a send compares two random instances instead of all of them.
 const SCAN_ALL_UP_TO: usize = 16;
 
@@ -76,11 +80,16 @@ impl<M: Send> Instances<M> {
             let Some(slot) = least_loaded(&slots) else {
                 return Err(SendError::NoInstance(msg));
             };
-            let full = |s: &Slot<M>| s.mailbox.depth.load(Ordering::Relaxed) >= self.capacity;
+            let depth = |s: &Slot<M>| s.mailbox.depth.load(Ordering::Relaxed);
+            let full = |s: &Slot<M>| depth(s) >= self.capacity;
             let slot = if full(slot) {
                 // A sampled choice may have missed a free one: look at them all before refusing.
                 match slots.iter().flatten().find(|s| !full(s)) {
                     Some(free) => free,
+                    // Instances found stopped are not full: their slots are restarting.
+                    None if slots.iter().flatten().all(|s| depth(s) >= STOPPED) => {
+                        return Err(SendError::NoInstance(msg))
+                    }
                     None => return Err(SendError::Full(msg)),
                 }
             } else {
@@ -92,7 +101,7 @@ impl<M: Send> Instances<M> {
                 Err(Closed(back)) => {
                     // This incarnation has stopped (its supervisor will replace the slot and its
                     // counter): make it look full so the next try goes elsewhere.
-                    slot.mailbox.depth.store(u32::MAX / 2, Ordering::Relaxed);
+                    slot.mailbox.depth.store(STOPPED, Ordering::Relaxed);
                     msg = back;
                 }
             }

@@ -257,7 +257,12 @@ impl<B: Behavior> Supervisor<B> {
         tracing::warn!(service = %self.name, slot, ?slots, ?wait, %why, "instance exited; restarting");
         self.instances.count_restart();
         state.pending += 1;
-        myself.send_after(wait, move || SupervisorMsg::Restart(slots));
+        if wait.is_zero() {
+            // A timer would round even a zero wait up to the next millisecond tick.
+            let _ = myself.send_message(SupervisorMsg::Restart(slots));
+        } else {
+            myself.send_after(wait, move || SupervisorMsg::Restart(slots));
+        }
     }
 }
 
@@ -747,6 +752,20 @@ mod tests {
         assert_eq!(queued.await.ok(), Some(1), "the queued one is served");
         assert_eq!(count(&s).await, Some(2), "and there is room again");
         s.supervisor.stop_and_wait(None, None).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_stopped_instance_is_reported_missing_not_full() {
+        let s = start_n(with(RestartStrategy::OneForOne, ChildPolicy::Temporary), 1).await;
+        let stopped = s.instances.actor(0).unwrap();
+        stopped.stop(None);
+        // Whether or not the supervisor has emptied the slot yet, nothing is full.
+        let (tx, _) = oneshot::channel();
+        match s.instances.send(Ask::Count(tx)) {
+            Err(SendError::NoInstance(_)) => {}
+            Err(SendError::Full(_)) => panic!("a stopped instance was reported full"),
+            Ok(()) => panic!("a stopped instance took a message"),
+        }
     }
 
     #[tokio::test]

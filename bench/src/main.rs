@@ -10,8 +10,10 @@
 //! cargo run --release -p colony-bench -- pick       # selector pick cost, ns per pick
 //! cargo run --release -p colony-bench -- resilience # 3 servers, one failing or killed, vs tonic
 //! cargo run --release -p colony-bench -- actors     # idle instance memory, vs raw ractor
+//! cargo run --release -p colony-bench -- supervision # restart after a panic, full mailboxes, vs raw ractor
 //!   options: --duration 3s --warmup 500ms --rounds 2 --instances 64 --concurrency 1,64,256
 //!            --by-name round-robin,p2c --fleet-concurrency 64 --faults none,failing,kill
+//!            --panics 200 --default-panics 50 --callers 16 --mailbox 1024 --flood-cap-mb 1000
 //! ```
 //!
 //! The report (markdown) goes to stdout, progress to stderr. See `docs/benchmarks.md`.
@@ -27,6 +29,7 @@ mod local;
 mod netstat;
 mod pick_cost;
 mod raw_quinn;
+mod raw_supervisor;
 mod scenarios;
 mod stats;
 mod table;
@@ -41,7 +44,7 @@ use colony::Strategy;
 
 use crate::certs::BoxError;
 use crate::child::{ServeOptions, ServerKind};
-use crate::scenarios::{RemoteEnv, Section, Settings};
+use crate::scenarios::{RemoteEnv, Section, Settings, SupervisionSettings};
 
 /// Benchmarks colony against tonic gRPC, raw quinn and raw ractor, in the same run.
 #[derive(Debug, Parser)]
@@ -71,7 +74,10 @@ enum Command {
     /// Idle instances: resident bytes and spawn time per instance, colony vs raw ractor. Not
     /// part of `all`: it reads the whole process's RSS, so it runs on its own.
     Actors(ActorsArgs),
-    /// Every scenario, in the order rpc, sweep, seq, local, pick, resilience.
+    /// A service whose one instance panics (restart latency) or is stuck with a full mailbox
+    /// (refused calls, memory), colony vs a hand-written raw ractor supervisor and actor.
+    Supervision(RunArgs),
+    /// Every scenario, in the order rpc, sweep, seq, local, pick, resilience, supervision.
     All(RunArgs),
     /// Internal: serve one system in a child process until stdin closes.
     #[command(hide = true)]
@@ -129,6 +135,21 @@ struct RunArgs {
         default_value = "none,failing,kill"
     )]
     faults: Vec<fault::Fault>,
+    /// Panics per system in the supervision scenario's restart table (split over `--rounds`).
+    #[arg(long, default_value_t = 200)]
+    panics: usize,
+    /// Panics under colony's default restart policy, each on a fresh service.
+    #[arg(long, default_value_t = 50)]
+    default_panics: usize,
+    /// Tasks calling the stuck service in the full-mailbox table (window: `--duration`).
+    #[arg(long, default_value_t = 16)]
+    callers: usize,
+    /// Mailbox capacity of colony's stuck instance.
+    #[arg(long, default_value_t = 1024)]
+    mailbox: usize,
+    /// The raw ractor flood stops once the process's resident set has grown this much (MB).
+    #[arg(long, default_value_t = 1000)]
+    flood_cap_mb: u64,
 }
 
 /// A strategy named on the command line.
@@ -236,6 +257,7 @@ struct Scenarios {
     local: bool,
     pick: bool,
     resilience: bool,
+    supervision: bool,
 }
 
 impl Command {
@@ -257,6 +279,10 @@ impl Command {
                 resilience: true,
                 ..none
             },
+            Command::Supervision(_) => Scenarios {
+                supervision: true,
+                ..none
+            },
             Command::All(_) => Scenarios {
                 rpc: true,
                 sweep: true,
@@ -264,6 +290,7 @@ impl Command {
                 local: true,
                 pick: true,
                 resilience: true,
+                supervision: true,
             },
             Command::Serve(_) | Command::Gossip(_) | Command::Actors(_) => none,
         }
@@ -277,6 +304,7 @@ impl Command {
             Command::Local(_) => "local",
             Command::Pick(_) => "pick",
             Command::Resilience(_) => "resilience",
+            Command::Supervision(_) => "supervision",
             Command::All(_) => "all",
             Command::Gossip(_) => "gossip",
             Command::Actors(_) => "actors",
@@ -304,6 +332,20 @@ impl From<&RunArgs> for Settings {
             by_name: a.by_name.iter().filter_map(|s| s.strategy()).collect(),
             fleet_concurrency: a.fleet_concurrency.max(1),
             faults: a.faults.clone(),
+        }
+    }
+}
+
+impl From<&RunArgs> for SupervisionSettings {
+    fn from(a: &RunArgs) -> Self {
+        SupervisionSettings {
+            panics: a.panics.max(1),
+            default_panics: a.default_panics,
+            rounds: usize::try_from(a.rounds).unwrap_or(usize::MAX),
+            window: a.duration,
+            callers: a.callers.max(1),
+            mailbox: a.mailbox.max(1),
+            cap_bytes: a.flood_cap_mb.saturating_mul(1_000_000),
         }
     }
 }
@@ -348,6 +390,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         | Command::Local(a)
         | Command::Pick(a)
         | Command::Resilience(a)
+        | Command::Supervision(a)
         | Command::All(a) => a,
     };
     let settings = Settings::from(args);
@@ -374,6 +417,11 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
     }
     if which.resilience {
         sections.push(scenarios::resilience(&settings).await?);
+    }
+    if which.supervision {
+        let supervision = SupervisionSettings::from(args);
+        sections.push(scenarios::restart(&supervision).await?);
+        sections.push(scenarios::full_mailbox(&supervision).await?);
     }
 
     let mut report = header(cli.command.name(), &settings);
@@ -459,12 +507,38 @@ mod tests {
             "pick",
             "resilience",
             "actors",
+            "supervision",
             "all",
         ] {
             assert!(Cli::try_parse_from(["colony-bench", cmd]).is_ok(), "{cmd}");
         }
         let all = Cli::try_parse_from(["colony-bench", "all"]).unwrap();
         assert!(all.command.scenarios().resilience && all.command.scenarios().pick);
+        assert!(all.command.scenarios().supervision);
+        let Command::Supervision(args) = Cli::try_parse_from([
+            "colony-bench",
+            "supervision",
+            "--panics",
+            "20",
+            "--callers",
+            "4",
+            "--mailbox",
+            "8",
+            "--flood-cap-mb",
+            "200",
+            "--duration",
+            "2s",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not the supervision command")
+        };
+        let s = SupervisionSettings::from(&args);
+        assert_eq!((s.panics, s.default_panics, s.rounds), (20, 50, 2));
+        assert_eq!((s.callers, s.mailbox), (4, 8));
+        assert_eq!(s.cap_bytes, 200_000_000);
+        assert_eq!(s.window, Duration::from_secs(2));
         let Command::Resilience(args) = Cli::try_parse_from([
             "colony-bench",
             "resilience",

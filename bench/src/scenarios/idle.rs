@@ -64,7 +64,7 @@ impl Cost {
 }
 
 /// The process's resident set in bytes (`VmRSS` of `/proc/self/status`; 0 where there is none).
-fn rss() -> u64 {
+pub(super) fn rss() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()

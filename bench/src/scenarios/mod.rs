@@ -53,6 +53,25 @@ impl Settings {
     }
 }
 
+/// How the supervision scenarios (8 and 9) run.
+#[derive(Debug, Clone)]
+pub(crate) struct SupervisionSettings {
+    /// Panics per system in the restart scenario.
+    pub(crate) panics: usize,
+    /// Panics under colony's default restart policy (each on a fresh service).
+    pub(crate) default_panics: usize,
+    /// Blocks the restart samples are taken in, systems alternating.
+    pub(crate) rounds: usize,
+    /// Measured window of the full-mailbox scenario.
+    pub(crate) window: Duration,
+    /// Tasks calling the stuck service.
+    pub(crate) callers: usize,
+    /// colony's mailbox capacity for the stuck instance.
+    pub(crate) mailbox: usize,
+    /// The raw ractor flood stops once the resident set has grown by this much.
+    pub(crate) cap_bytes: u64,
+}
+
 /// One scenario's output: a titled table, notes, and the goals it measures.
 #[derive(Debug, Clone)]
 pub(crate) struct Section {
@@ -175,12 +194,16 @@ fn failed(label: &str, e: BoxError) -> Summary {
 
 mod idle;
 mod in_process;
+mod mailbox;
 mod remote;
 mod resilience;
+mod restart;
 mod round_trip;
 
 pub(crate) use idle::idle;
 pub(crate) use in_process::local;
+pub(crate) use mailbox::full_mailbox;
 pub(crate) use remote::{rpc, sweep, RemoteEnv};
 pub(crate) use resilience::resilience;
+pub(crate) use restart::restart;
 pub(crate) use round_trip::sequential;
