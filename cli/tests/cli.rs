@@ -184,6 +184,12 @@ async fn services_members_describe_and_call_against_a_running_cluster() {
         .find(|l| l.starts_with("a ") && l.contains("greeter@b"))
         .unwrap_or_else(|| panic!("no row for caller a: {text}"));
     assert!(caller_row.contains("healthy"), "{caller_row}");
+    // The service's health on the node that runs it.
+    let health_row = text
+        .lines()
+        .find(|l| l.starts_with("b ") && l.contains("running"))
+        .unwrap_or_else(|| panic!("no health row for node b: {text}"));
+    assert!(health_row.contains("1/1"), "{health_row}");
 
     let out = colony(&["--seed", &seed, "describe", "greeter", "--json"], &dir.0).await;
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("describe --json");
@@ -196,6 +202,11 @@ async fn services_members_describe_and_call_against_a_running_cluster() {
     assert_eq!(row["calls"], 5);
     assert_eq!(row["failures"], 0);
     assert_eq!(row["health"], "healthy");
+    let health = json["health"].as_array().expect("health");
+    assert_eq!(health.len(), 1, "greeter runs on b only: {health:?}");
+    assert_eq!(health[0]["node"], "b");
+    assert_eq!(health[0]["health"]["status"], "running");
+    assert_eq!(health[0]["health"]["live"], 1);
 
     let out = colony(
         &[
