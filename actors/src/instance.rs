@@ -208,6 +208,13 @@ async fn run<B: Behavior>(
     mut state: B,
     supervisor: ActorRef<SupervisorMsg>,
 ) {
+    // Reports the exit however the task ends: a panic outside the handler (a `Drop` of the
+    // state, of a request, of the handler's future) must not leave a slot that looks live.
+    let mut report = ExitReport {
+        mailbox: mailbox.clone(),
+        supervisor,
+        exit: None,
+    };
     let exit = loop {
         let msg = match mailbox.next().await {
             Ok(msg) => msg,
@@ -222,7 +229,7 @@ async fn run<B: Behavior>(
         }
     };
     // Callers waiting in the queue hear at once that their call never ran.
-    mailbox.close();
+    report.close_mailbox();
     if !exit.failed {
         // Stopped on purpose: the state is intact and may clean up (a panicked one is not).
         if let Err(panic) = catch_panic(std::pin::pin!(state.stopping())).await {
@@ -230,7 +237,36 @@ async fn run<B: Behavior>(
         }
     }
     drop(state);
-    let _ = supervisor.send_message(SupervisorMsg::Exited(exit));
+    report.exit = Some(exit);
+}
+
+/// Tells the supervisor how an instance ended, when dropped: normally with the exit set, or
+/// while a panic unwinds the task with none, which counts as a failure.
+struct ExitReport<M> {
+    mailbox: Arc<Mailbox<M>>,
+    supervisor: ActorRef<SupervisorMsg>,
+    exit: Option<Exited>,
+}
+
+impl<M> ExitReport<M> {
+    /// Refuses new messages and drops the queued ones; a `Drop` of theirs that panics is
+    /// contained here (it may run while another panic unwinds, where a second one aborts).
+    fn close_mailbox(&self) {
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| self.mailbox.close()));
+    }
+}
+
+impl<M> Drop for ExitReport<M> {
+    fn drop(&mut self) {
+        self.close_mailbox();
+        let exit = self.exit.take().unwrap_or_else(|| {
+            Exited::failed(
+                self.mailbox.id,
+                "panicked outside its handler (in a drop)".into(),
+            )
+        });
+        let _ = self.supervisor.send_message(SupervisorMsg::Exited(exit));
+    }
 }
 
 /// Polls `future` to the end, turning a panic inside it into an error. The caller drops the

@@ -148,7 +148,11 @@ impl<M> Instances<M> {
         let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
         slots
             .iter()
-            .map(|s| s.as_ref().map(|s| s.mailbox.depth.load(Ordering::Relaxed)))
+            .map(|s| {
+                let depth = s.as_ref()?.mailbox.depth.load(Ordering::Relaxed);
+                // An instance found stopped is waiting for its supervisor to empty the slot.
+                (depth < STOPPED).then_some(depth)
+            })
             .collect()
     }
 

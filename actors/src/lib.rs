@@ -40,6 +40,7 @@
 //!     policy: RestartPolicy::default(),
 //!     mailbox: colony_actors::DEFAULT_MAILBOX,
 //!     parent: None,
+//!     gave_up: None,
 //! }).await.unwrap();
 //! let (tx, rx) = tokio::sync::oneshot::channel();
 //! service.instances.send(tx).unwrap();
@@ -60,8 +61,8 @@ pub use instance::{Factory, InstanceId};
 pub use instances::{Failure, Instances, SendError};
 pub use restart::{ChildPolicy, RestartPolicy, RestartStrategy};
 pub use supervisor::{
-    stop_children, supervise, Exited, ServiceSpec, Supervised, SupervisorMsg, DEFAULT_MAILBOX,
-    ENDED, EXHAUSTED,
+    stop_children, supervise, Exited, GaveUp, ServiceSpec, Supervised, SupervisorMsg,
+    DEFAULT_MAILBOX, ENDED, EXHAUSTED,
 };
 
 /// ractor, re-exported so users of [`Instances`] name the same `ActorRef` type.

@@ -38,7 +38,14 @@ pub struct ServiceSpec<B: Behavior> {
     /// The supervisor above this one, told when this one stops (OTP escalation); `None` for a
     /// top-level supervisor.
     pub parent: Option<ractor::ActorCell>,
+    /// Called once, the moment the restart budget is exhausted, before the supervisor stops
+    /// (which waits for the calls its instances are handling): for whoever must act at once.
+    pub gave_up: Option<GaveUp>,
 }
+
+/// See [`ServiceSpec::gave_up`]; gets the supervisor's id and its stop reason (which starts
+/// with [`EXHAUSTED`]).
+pub type GaveUp = Arc<dyn Fn(ractor::ActorId, &str) + Send + Sync>;
 
 /// Default mailbox capacity per instance: deep enough to absorb bursts, small enough that a
 /// stuck instance holds at most this many callers.
@@ -63,6 +70,7 @@ pub async fn supervise<B: Behavior>(
         factory: spec.factory,
         policy: spec.policy,
         instances: instances.clone(),
+        gave_up: spec.gave_up,
     };
     let (supervisor, _join) = match spec.parent {
         Some(parent) => Actor::spawn_linked(None, supervisor, (), parent).await?,
@@ -81,15 +89,18 @@ struct Supervisor<B: Behavior> {
     factory: Factory<B>,
     policy: RestartPolicy,
     instances: Arc<Instances<B::Msg>>,
+    gave_up: Option<GaveUp>,
 }
 
-/// What a service supervisor tells itself (its mailbox type; nothing to send it from outside).
+/// A service supervisor's mailbox: its own timers and instances' exits, and what the runtime
+/// asks of it (scale, drain).
 pub enum SupervisorMsg {
     /// A backoff ended: start these slots (those still empty), in order.
     Restart(Vec<usize>),
     /// Run this many instances: start new ones, or drain and stop the last ones (they finish
-    /// the calls already in their mailboxes; no new call reaches them).
-    Scale(usize, RpcReplyPort<()>),
+    /// the calls already in their mailboxes; no new call reaches them). Answers false, doing
+    /// nothing, once the service is draining.
+    Scale(usize, RpcReplyPort<bool>),
     /// Stop gracefully: no new call reaches an instance, each finishes the calls already in its
     /// mailbox and runs its `stopping` hook, then the supervisor stops (wait for it with
     /// `ActorRef::wait`). Restarts still pending are dropped.
@@ -211,10 +222,14 @@ impl<B: Behavior> Supervisor<B> {
         myself: &ActorRef<SupervisorMsg>,
         state: &mut SupervisorState<B::Msg>,
         slot: usize,
-    ) {
-        if let Err(e) = self.start_child(myself, slot).await {
-            let why = format!("start failed: {e}");
-            self.slot_down(myself, state, slot, true, &why);
+    ) -> bool {
+        match self.start_child(myself, slot).await {
+            Ok(()) => true,
+            Err(e) => {
+                let why = format!("start failed: {e}");
+                self.slot_down(myself, state, slot, true, &why);
+                false
+            }
         }
     }
 
@@ -246,7 +261,13 @@ impl<B: Behavior> Supervisor<B> {
         }
         let Some(wait) = state.budget.try_spend(&self.policy, Instant::now()) else {
             tracing::error!(service = %self.name, %why, "restart budget exhausted; stopping service");
-            myself.stop(Some(format!("{EXHAUSTED}: {why}")));
+            let reason = format!("{EXHAUSTED}: {why}");
+            // Told now: stopping waits for the other instances' calls at hand, and the service
+            // must leave routing before that.
+            if let Some(gave_up) = &self.gave_up {
+                gave_up(myself.get_id(), &reason);
+            }
+            myself.stop(Some(reason));
             return;
         };
         for &sibling in slots.iter().filter(|&&s| s != slot) {
@@ -333,18 +354,27 @@ impl<B: Behavior> Actor for Supervisor<B> {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::Restart(slots) => {
-                state.pending -= 1;
+                state.pending = state.pending.saturating_sub(1);
                 if state.draining {
                     return Ok(());
                 }
                 for slot in slots {
                     // A slot may be gone since (scaled down).
-                    if slot < self.instances.slots() && !self.instances.is_live(slot) {
-                        self.start_or_fail(&myself, state, slot).await;
+                    if slot < self.instances.slots()
+                        && !self.instances.is_live(slot)
+                        && !self.start_or_fail(&myself, state, slot).await
+                    {
+                        // The failed start scheduled the group's restart: the rest of this
+                        // batch waits for it, so a one-for-all group never comes up split.
+                        break;
                     }
                 }
             }
             SupervisorMsg::Scale(count, reply) => {
+                if state.draining {
+                    let _ = reply.send(false);
+                    return Ok(());
+                }
                 let from = self.instances.slots();
                 for child in self.instances.resize(count.max(1)) {
                     // Finish what is queued, then stop: scaling down fails no call.
@@ -354,7 +384,7 @@ impl<B: Behavior> Actor for Supervisor<B> {
                     self.start_or_fail(&myself, state, slot).await;
                 }
                 tracing::info!(service = %self.name, from, to = count.max(1), "scaled");
-                let _ = reply.send(());
+                let _ = reply.send(true);
             }
             SupervisorMsg::Drain => {
                 state.draining = true;
@@ -444,6 +474,7 @@ mod tests {
             policy,
             mailbox,
             parent: None,
+            gave_up: None,
         })
         .await
         .unwrap()
@@ -606,6 +637,7 @@ mod tests {
             },
             mailbox: DEFAULT_MAILBOX,
             parent: None,
+            gave_up: None,
         })
         .await
         .unwrap();
@@ -651,6 +683,7 @@ mod tests {
             policy: RestartPolicy::default(),
             mailbox: DEFAULT_MAILBOX,
             parent: None,
+            gave_up: None,
         })
         .await
         .unwrap();
@@ -778,7 +811,7 @@ mod tests {
                     .call(|port| SupervisorMsg::Scale(n, port), None)
                     .await
                     .unwrap();
-                assert!(matches!(done, ractor::rpc::CallResult::Success(())));
+                assert!(matches!(done, ractor::rpc::CallResult::Success(true)));
             }
         };
         scale(4).await;

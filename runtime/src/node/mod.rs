@@ -303,7 +303,6 @@ impl Node {
         shared.shutting_down.store(true, Ordering::Release);
         shared.membership.leave().await;
         shared.caller.services.close();
-        shared.caller.endpoint.stop_accepting();
         shared.calls.close();
         if tokio::time::timeout_at(deadline.into(), shared.calls.wait())
             .await
@@ -318,6 +317,12 @@ impl Node {
                 stop_service(service.as_ref(), grace).await;
             }
         }
+        // One whose start was under way when shutdown began, and finished after its turn.
+        for service in shared.caller.services.drain() {
+            stop_service(service.as_ref(), Duration::ZERO).await;
+        }
+        // Connections were accepted until now so that health could still be asked.
+        shared.caller.endpoint.stop_accepting();
         if let Some(root) = shared.node_supervisor.get() {
             root.stop(None);
         }

@@ -16,7 +16,7 @@ use crate::codec::ContentType;
 use crate::context::Context;
 use crate::error::{Code, Error, Origin};
 use crate::membership::GOSSIP;
-use crate::service::call_encoded;
+use crate::service::{call_encoded, RESERVED_PREFIX};
 use crate::wire::{
     decode_header, encode_header, HeaderFormat, ReplyHeader, RequestHeader, MAX_DETAIL, MAX_HEADER,
 };
@@ -237,7 +237,9 @@ async fn answer(shared: &Shared, recv: &mut RecvStream, peer: SocketAddr) -> Opt
             ))
         }
     };
-    if shared.is_closing() {
+    // colony's own services (health, introspection) answer until the end: a draining node
+    // reports itself draining, not unreachable.
+    if shared.is_closing() && !header.service.starts_with(RESERVED_PREFIX) {
         return refuse(Error::server(
             Code::Unavailable,
             format!("node {} is shutting down", shared.caller.name),

@@ -167,19 +167,33 @@ impl<S: Send + 'static> ServiceBuilder<S> {
             self.advertise,
             self.instances,
         );
-        // Declared before it starts, so a failure in its first moments finds its entry.
-        let roster = self.host.roster();
-        let previous = roster.get(&name);
-        let entry = roster.insert(entry);
-        if let Err(e) = entry.start(&self.host).await {
-            // Put back whatever was declared under this name (a running service keeps its
-            // entry when a second spawn of the same name is refused).
-            match previous {
-                Some(previous) => roster.restore(previous),
-                None => roster.remove_if_same(&entry),
-            }
-            return Err(e);
+        if self.host.services().get(&name).is_some() {
+            return Err(Error::client(
+                Code::Conflict,
+                format!("service {name} already runs on this node"),
+            ));
         }
+        // On a task of its own: a caller that stops waiting (a timeout around `spawn`) does not
+        // leave the service half-declared; it starts, or is undeclared, all the same.
+        let host = self.host.clone();
+        let declared = tokio::spawn(async move {
+            // Declared before it starts, so a failure in its first moments finds its entry.
+            let roster = host.roster();
+            let previous = roster.get(&entry.name);
+            let entry = roster.insert(entry);
+            let started = entry.start(&host).await;
+            if started.is_err() {
+                // A failed service this one was to replace keeps its place.
+                match previous {
+                    Some(previous) => roster.restore(previous),
+                    None => roster.remove_if_same(&entry),
+                }
+            }
+            started
+        });
+        declared
+            .await
+            .map_err(|e| Error::internal(format!("service {name} failed to start: {e}")))??;
         tracing::info!(node = %self.host.node_name(), service = %name, instances = self.instances, "service started");
         Ok(ServiceRef {
             name,
@@ -206,7 +220,7 @@ fn launcher<S: Send + 'static>(
     ad: LaunchAd<S>,
 ) -> Launch {
     let ad = Arc::new(ad);
-    Arc::new(move |instances, parent| {
+    Arc::new(move |instances, parent, gave_up| {
         let (name, factory, ad) = (name.clone(), factory.clone(), ad.clone());
         Box::pin(async move {
             let supervised = supervise(ServiceSpec {
@@ -216,6 +230,7 @@ fn launcher<S: Send + 'static>(
                 policy,
                 mailbox,
                 parent,
+                gave_up,
             })
             .await
             .map_err(|e| {

@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum ServiceStatus {
+    /// Its instances are starting (their `started` hooks run): at spawn, or when the node
+    /// restarts it after a failure. Not ready yet.
+    Starting,
     /// Every instance asked for is running.
     Running,
     /// Some instances are restarting; the others serve.
@@ -22,6 +25,7 @@ impl ServiceStatus {
     /// How the CLI and logs spell it.
     pub fn as_str(self) -> &'static str {
         match self {
+            ServiceStatus::Starting => "starting",
             ServiceStatus::Running => "running",
             ServiceStatus::Degraded => "degraded",
             ServiceStatus::Restarting => "restarting",
@@ -63,7 +67,7 @@ pub struct ServiceHealth {
 pub enum NodeStatus {
     /// Every service is running.
     Healthy,
-    /// At least one service is degraded, restarting or failed.
+    /// At least one service is starting, degraded, restarting or failed.
     Degraded,
     /// The node is shutting down: it takes no new calls.
     Draining,

@@ -107,7 +107,7 @@ impl ServiceRef {
             .supervisor()
             .call(|reply| SupervisorMsg::Scale(count, reply), Some(SCALE_WAIT))
             .await;
-        if !matches!(done, Ok(CallResult::Success(()))) {
+        if !matches!(done, Ok(CallResult::Success(true))) {
             return Err(Error::client(
                 Code::Unavailable,
                 format!("service {} did not scale to {count}", self.name),
@@ -116,7 +116,19 @@ impl ServiceRef {
         if let Some(entry) = host.roster().get(&self.name) {
             entry.instances.store(count, Ordering::Relaxed);
         }
-        host.membership().publish(&self.name, &service.ad()).await;
+        // Only while it is still this incarnation that serves: a service stopped or failed
+        // meanwhile must not come back into gossip.
+        let current = || {
+            host.services()
+                .get(&self.name)
+                .is_some_and(|(_, s)| Arc::ptr_eq(&s, &service))
+        };
+        if current() {
+            host.membership().publish(&self.name, &service.ad()).await;
+            if !current() {
+                host.membership().withdraw(&self.name).await;
+            }
+        }
         Ok(())
     }
 
@@ -127,7 +139,10 @@ impl ServiceRef {
         let host = self.host.upgrade().ok_or_else(gone)?;
         let entry = host.roster().get(&self.name).ok_or_else(gone)?;
         let supervisor = host.node_supervisor().ok_or_else(gone)?;
-        if !entry.claim_restart() {
+        if host.is_closing() {
+            return Err(Error::unavailable("node is shutting down"));
+        }
+        if !entry.claim_restart(None) {
             return Err(Error::client(
                 Code::Conflict,
                 format!("service {} is not failed", self.name),

@@ -1,9 +1,10 @@
 //! The node-level supervisor: the root of the node's supervision tree.
 //!
-//! Each service's supervisor is linked under it. A service supervisor that stops on its own has
-//! given up (more instance failures than its restart budget allows, OTP's escalation): this
-//! actor marks the service failed, takes it out of routing and gossip at once, logs it, and
-//! restarts the whole service after the cool-down of its [`Recovery`](super::Recovery), if any.
+//! Each service's supervisor is linked under it. A service supervisor that gives up (more
+//! instance failures than its restart budget allows, OTP's escalation) tells it at once, before
+//! it stops: this actor takes the service out of routing and gossip, logs it, marks it failed,
+//! and restarts the whole service after the cool-down of its [`Recovery`](super::Recovery), if
+//! any. A service supervisor that exits any other way (it failed itself) is handled the same.
 //! A service stopped on purpose is removed from the node's table before its supervisor stops,
 //! which is how the two are told apart. Every other service keeps serving throughout.
 
@@ -22,10 +23,15 @@ const CHILD_STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// What the node-level supervisor is told.
 pub(crate) enum NodeSupervisorMsg {
-    /// This service supervisor (already linked under this actor) runs `name`.
-    Adopt(Arc<str>, ActorId),
-    /// A cool-down ended: restart the service if it is still failed and still declared.
-    Restart(Arc<Entry>),
+    /// This service supervisor (already linked under this actor) runs an incarnation of the
+    /// entry.
+    Adopt(Arc<Entry>, ActorId),
+    /// This service supervisor has just exhausted its restart budget: it will stop once its
+    /// instances' calls at hand are done, but the service leaves routing now.
+    GaveUp(Arc<Entry>, ActorId, String),
+    /// The cool-down set after escalation number `u32` ended: restart the service if it is
+    /// still failed, by that same failure, and still declared.
+    Restart(Arc<Entry>, u32),
 }
 
 pub(crate) struct NodeSupervisor {
@@ -34,7 +40,7 @@ pub(crate) struct NodeSupervisor {
 
 #[derive(Default)]
 pub(crate) struct Children {
-    by_id: HashMap<ActorId, Arc<str>>,
+    by_id: HashMap<ActorId, Arc<Entry>>,
     /// Exits of supervisors not adopted yet (a service can fail before its `Adopt` arrives,
     /// since supervision events overtake messages): the reason, kept until the adoption.
     early_exits: HashMap<ActorId, String>,
@@ -49,17 +55,21 @@ pub(crate) async fn start(
 }
 
 impl NodeSupervisor {
-    async fn service_exited(
+    /// The incarnation of `entry` run by `supervisor` gave up or exited. If it is still the one
+    /// in the node's table, the service failed (or, all its instances having ended, is done):
+    /// out of the table and gossip at once, then marked failed and scheduled for a restart.
+    /// Otherwise it was stopped on purpose, or this was already handled.
+    async fn service_down(
         &self,
         myself: &ActorRef<NodeSupervisorMsg>,
-        name: &str,
+        entry: &Arc<Entry>,
         supervisor: ActorId,
         reason: &str,
     ) {
         let Some(host) = self.host.upgrade() else {
             return;
         };
-        // Not in the table any more, or a newer incarnation there: stopped on purpose.
+        let name = &entry.name;
         let Some((_, service)) = host.services().get(name) else {
             return;
         };
@@ -70,37 +80,40 @@ impl NodeSupervisor {
         }
         host.local_changed(name);
         host.membership().withdraw(name).await;
-        let Some(entry) = host.roster().get(name) else {
+        if !host.roster().is_current(entry) {
             return;
-        };
+        }
         if reason.starts_with(ENDED) {
             // Transient or temporary instances that all ended: the service is done, not failed.
-            host.roster().remove_if_same(&entry);
+            host.roster().remove_if_same(entry);
             tracing::info!(node = %host.node_name(), service = %name, %reason, "service ended; withdrawn");
             return;
         }
-        failed(myself, &host, &entry, reason, service.restarts());
+        failed(myself, &host, entry, reason, service.restarts(), true);
     }
 }
 
-/// Marks `entry` failed and schedules its restart after the cool-down, if it has one.
+/// Marks `entry` failed (`ran`: an incarnation that served failed; else a restart did not
+/// start) and schedules its restart after the cool-down, if it has one.
 pub(crate) fn failed(
     myself: &ActorRef<NodeSupervisorMsg>,
     host: &Arc<dyn Host>,
     entry: &Arc<Entry>,
     reason: &str,
     restarts: u64,
+    ran: bool,
 ) {
-    let wait = entry.failed(reason, restarts);
+    let (wait, escalation) = entry.failed(reason, restarts, ran);
     tracing::error!(node = %host.node_name(), service = %entry.name, %reason, restart_in = ?wait, "service failed past its restart budget; withdrawn");
-    if let Some(wait) = wait {
+    if let (Some(wait), false) = (wait, host.is_closing()) {
         let entry = entry.clone();
-        myself.send_after(wait, move || NodeSupervisorMsg::Restart(entry));
+        myself.send_after(wait, move || NodeSupervisorMsg::Restart(entry, escalation));
     }
 }
 
-/// Starts a failed service again (after its cool-down, or by hand); a start that fails counts
-/// as one more failure.
+/// Starts a failed service again (after its cool-down, or by hand), once claimed; a start that
+/// fails counts as one more failure, unless the node is shutting down or the service was
+/// stopped meanwhile.
 pub(crate) async fn restart(
     myself: &ActorRef<NodeSupervisorMsg>,
     host: &Arc<dyn Host>,
@@ -109,7 +122,16 @@ pub(crate) async fn restart(
     tracing::info!(node = %host.node_name(), service = %entry.name, "restarting failed service");
     let started = entry.start(host).await;
     if let Err(e) = &started {
-        failed(myself, host, entry, &format!("restart failed: {e}"), 0);
+        if !host.is_closing() && host.roster().is_current(entry) {
+            failed(
+                myself,
+                host,
+                entry,
+                &format!("restart failed: {e}"),
+                0,
+                false,
+            );
+        }
     }
     started
 }
@@ -145,20 +167,23 @@ impl Actor for NodeSupervisor {
         children: &mut Children,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            NodeSupervisorMsg::Adopt(name, id) => match children.early_exits.remove(&id) {
-                Some(reason) => self.service_exited(&myself, &name, id, &reason).await,
+            NodeSupervisorMsg::Adopt(entry, id) => match children.early_exits.remove(&id) {
+                Some(reason) => self.service_down(&myself, &entry, id, &reason).await,
                 None => {
-                    children.by_id.insert(id, name);
+                    children.by_id.insert(id, entry);
                 }
             },
-            NodeSupervisorMsg::Restart(entry) => {
+            NodeSupervisorMsg::GaveUp(entry, id, reason) => {
+                self.service_down(&myself, &entry, id, &reason).await;
+            }
+            NodeSupervisorMsg::Restart(entry, escalation) => {
                 let Some(host) = self.host.upgrade() else {
                     return Ok(());
                 };
                 if host.is_closing() || !host.roster().is_current(&entry) {
                     return Ok(());
                 }
-                if entry.claim_restart() {
+                if entry.claim_restart(Some(escalation)) {
                     // Starting runs the instances' `started` hooks: not on this actor, which
                     // must stay free to hear of other services' failures.
                     tokio::spawn(async move {
@@ -186,7 +211,7 @@ impl Actor for NodeSupervisor {
             _ => return Ok(()),
         };
         match children.by_id.remove(&id) {
-            Some(name) => self.service_exited(&myself, &name, id, &reason).await,
+            Some(entry) => self.service_down(&myself, &entry, id, &reason).await,
             None => {
                 children.early_exits.insert(id, reason);
             }

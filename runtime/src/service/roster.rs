@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use colony_actors::ractor::{ActorCell, ActorRef};
-use colony_actors::Failure;
+use colony_actors::ractor::{ActorCell, ActorId};
+use colony_actors::{Failure, GaveUp};
 use dashmap::DashMap;
 
 use super::health::{ServiceHealth, ServiceStatus};
@@ -19,13 +19,18 @@ use super::local::LocalService;
 use super::node_supervisor::NodeSupervisorMsg;
 use super::recovery::Recovery;
 use super::Host;
-use crate::error::Error;
+use crate::error::{Code, Error};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-/// Starts one incarnation of a service: this many instances, under this supervisor.
+/// Starts one incarnation of a service: this many instances, under this supervisor, telling
+/// `gave_up` the moment its restart budget runs out.
 pub(crate) type Launch = Arc<
-    dyn Fn(usize, Option<ActorCell>) -> BoxFuture<Result<Arc<dyn LocalService>, Error>>
+    dyn Fn(
+            usize,
+            Option<ActorCell>,
+            Option<GaveUp>,
+        ) -> BoxFuture<Result<Arc<dyn LocalService>, Error>>
         + Send
         + Sync,
 >;
@@ -43,10 +48,22 @@ pub(crate) struct Entry {
     record: Mutex<Record>,
 }
 
+/// Where a declared service is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Its instances are starting (`started` hooks running): at spawn, and on a restart.
+    Starting,
+    /// An incarnation runs (its instances may be restarting: see its `Instances`).
+    Running,
+    /// Failed past its budget and withdrawn; the node restarts it at `restart_at`, if set.
+    Failed { restart_at: Option<Instant> },
+}
+
 /// What health reports beyond the running incarnation.
 struct Record {
-    /// Failed and withdrawn; `Some(at)`: the node restarts it then.
-    failed: Option<Option<Instant>>,
+    phase: Phase,
+    /// Escalations so far: a cool-down timer restarts the service only if no other failure
+    /// (or restart) came since it was set.
     escalations: u32,
     /// Failures past the budget in a row.
     streak: u32,
@@ -72,7 +89,7 @@ impl Entry {
             advertise,
             instances: AtomicUsize::new(instances),
             record: Mutex::new(Record {
-                failed: None,
+                phase: Phase::Starting,
                 escalations: 0,
                 streak: 0,
                 restarts_before: 0,
@@ -86,41 +103,64 @@ impl Entry {
         self.record.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts an incarnation and makes it callable: in the node's table, then in gossip (only
-    /// once it can answer, so no peer routes here too early), then adopted by the node-level
-    /// supervisor, which learns if it fails.
-    pub(crate) async fn start(&self, host: &Arc<dyn Host>) -> Result<(), Error> {
+    /// Starts an incarnation and makes it callable: in the node's table, adopted by the
+    /// node-level supervisor (which learns if it fails), then in gossip (only once it can
+    /// answer, so no peer routes here too early). Refused if the node is shutting down or the
+    /// declaration was stopped or replaced meanwhile (the new instances go away again).
+    pub(crate) async fn start(self: &Arc<Self>, host: &Arc<dyn Host>) -> Result<(), Error> {
         let instances = self.instances.load(Ordering::Relaxed);
-        let parent = host.node_supervisor();
-        let service = (self.launch)(instances, parent.as_ref().map(|p| p.get_cell())).await?;
-        let adopt = |parent: Option<ActorRef<NodeSupervisorMsg>>| {
-            if let Some(parent) = parent {
-                let id = service.supervisor().get_id();
-                let _ = parent.cast(NodeSupervisorMsg::Adopt(self.name.clone(), id));
-            }
+        let root = host.node_supervisor();
+        let gave_up: Option<GaveUp> = root.clone().map(|root| {
+            let entry = self.clone();
+            Arc::new(move |supervisor: ActorId, reason: &str| {
+                let msg = NodeSupervisorMsg::GaveUp(entry.clone(), supervisor, reason.to_string());
+                let _ = root.cast(msg);
+            }) as GaveUp
+        });
+        let cell = root.as_ref().map(|r| r.get_cell());
+        let service = (self.launch)(instances, cell, gave_up).await?;
+        if let Some(root) = &root {
+            // Adopted whatever follows, so the root never waits for this supervisor's exit.
+            let id = service.supervisor().get_id();
+            let _ = root.cast(NodeSupervisorMsg::Adopt(self.clone(), id));
+        }
+        let refused = if host.is_closing() {
+            Some(Error::unavailable("node is shutting down"))
+        } else if !host.roster().is_current(self) {
+            Some(Error::client(
+                Code::Conflict,
+                format!("service {} was stopped or declared again", self.name),
+            ))
+        } else {
+            host.services()
+                .insert(self.name.clone(), service.clone())
+                .err()
         };
-        if let Err(e) = host.services().insert(self.name.clone(), service.clone()) {
-            // Name taken: the instances just started go away again (adopted all the same, so
-            // the node-level supervisor forgets their supervisor's exit).
-            adopt(parent);
+        if let Some(e) = refused {
             service.supervisor().stop(None);
             return Err(e);
         }
-        self.record().started_at = Instant::now();
+        // This node's callers see it before health calls it running.
         host.local_changed(&self.name);
+        {
+            let mut record = self.record();
+            record.phase = Phase::Running;
+            record.started_at = Instant::now();
+        }
         if self.advertise {
             host.membership().publish(&self.name, &service.ad()).await;
         }
-        adopt(parent);
         Ok(())
     }
 
-    /// The service failed past its budget (its incarnation is gone, with `restarts` instance
-    /// restarts): mark it failed and say how long until it restarts, if it does.
-    pub(crate) fn failed(&self, reason: &str, restarts: u64) -> Option<Duration> {
+    /// The service failed past its budget (`ran`: its incarnation had been serving, with
+    /// `restarts` instance restarts; else a restart of it failed to start): mark it failed and
+    /// say how long until it restarts, if it does, and which failure that wait is for.
+    pub(crate) fn failed(&self, reason: &str, restarts: u64, ran: bool) -> (Option<Duration>, u32) {
         let mut record = self.record();
         let now = Instant::now();
-        if now.duration_since(record.started_at) > self.recovery.settled_after() {
+        // A service that served long enough starts a new streak; a failed start never does.
+        if ran && now.duration_since(record.started_at) > self.recovery.settled_after() {
             record.streak = 0;
         }
         record.streak += 1;
@@ -131,14 +171,23 @@ impl Entry {
             at: SystemTime::now(),
         });
         let wait = self.recovery.cool_down(record.streak);
-        record.failed = Some(wait.map(|w| now + w));
-        wait
+        record.phase = Phase::Failed {
+            restart_at: wait.map(|w| now + w),
+        };
+        (wait, record.escalations)
     }
 
-    /// Claims a failed service for a restart; false if it is not failed (running, or already
-    /// being restarted by the cool-down or by hand).
-    pub(crate) fn claim_restart(&self) -> bool {
-        self.record().failed.take().is_some()
+    /// Claims a failed service for a restart: by the cool-down timer set for failure number
+    /// `escalation` (stale if another failure came since), or by hand (`None`). False if it is
+    /// not failed (running, starting, or already claimed).
+    pub(crate) fn claim_restart(&self, escalation: Option<u32>) -> bool {
+        let mut record = self.record();
+        let current = escalation.is_none_or(|n| n == record.escalations);
+        if !matches!(record.phase, Phase::Failed { .. }) || !current {
+            return false;
+        }
+        record.phase = Phase::Starting;
+        true
     }
 
     /// Health from the record and, when it runs, the live incarnation.
@@ -146,8 +195,8 @@ impl Entry {
         let record = self.record();
         let asked = self.instances.load(Ordering::Relaxed);
         let queued = running.map_or(0, |s| s.queued());
-        let (status, live, restarts, last_failure) = match (running, &record.failed) {
-            (Some(service), None) => {
+        let (status, live, restarts, last_failure) = match (running, record.phase) {
+            (Some(service), Phase::Running) => {
                 let live = service.live_instances();
                 let status = match live {
                     0 => ServiceStatus::Restarting,
@@ -160,10 +209,13 @@ impl Entry {
                     .max_by_key(|f| f.at);
                 (status, live, service.restarts(), latest)
             }
+            (_, Phase::Starting) => (ServiceStatus::Starting, 0, 0, record.last_failure.clone()),
             _ => (ServiceStatus::Failed, 0, 0, record.last_failure.clone()),
         };
-        let restart_in_ms = match record.failed {
-            Some(Some(at)) => Some(at.saturating_duration_since(Instant::now()).as_millis() as u64),
+        let restart_in_ms = match record.phase {
+            Phase::Failed {
+                restart_at: Some(at),
+            } => Some(at.saturating_duration_since(Instant::now()).as_millis() as u64),
             _ => None,
         };
         ServiceHealth {
