@@ -380,3 +380,63 @@ async fn a_local_call_during_the_drain_is_refused_with_unavailable() {
     assert_eq!(reply.expect("the held call is answered").tag, "held");
     assert_eq!(refused.code(), Code::Unavailable, "{refused}");
 }
+
+/// While a node drains, its health still answers (colony's own services are not refused) and
+/// says `draining`: `colony health` exits 1 for it, not 2 (unreachable).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_reports_itself_draining() {
+    let ca = new_ca();
+    let (a, fixture) = start_node_with_fixture(&ca, "a", 1).await;
+    let b = start_node(&ca, "b").await;
+    let at = a.addr();
+    let held = {
+        let client = a.client();
+        tokio::spawn(async move {
+            client
+                .request(FIXTURE, Hold { tag: "held".into() })
+                .at(at)
+                .timeout(HANG_LIMIT)
+                .await
+        })
+    };
+    let stats = fixture.stats.clone();
+    wait_until(move || stats.started_count() == 1, "the held call to start").await;
+    let shutdown = tokio::spawn(a.shutdown());
+
+    // Once a refuses calls (step 3 of its shutdown), its health still answers.
+    within("a to refuse calls", async {
+        loop {
+            let client = b.client();
+            let call = client.request(FIXTURE, Echo { text: "x".into() }).at(at);
+            if let Err(e) = call.await {
+                assert_eq!(e.code(), Code::Unavailable, "{e}");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    let health = b
+        .client()
+        .request(
+            colony::introspect::NODE_SERVICE,
+            colony::introspect::HealthQuery {},
+        )
+        .at(at)
+        .timeout(HANG_LIMIT)
+        .await
+        .expect("health answers while the node drains");
+    assert_eq!(health.status, colony::NodeStatus::Draining);
+    assert_eq!(health.node, "a");
+    assert!(
+        !shutdown.is_finished(),
+        "the held call keeps a in its drain"
+    );
+    fixture.stats.open_gate();
+    within("the held call", held)
+        .await
+        .expect("task")
+        .expect("the held call is answered");
+    within("a's shutdown", shutdown).await.expect("shutdown");
+    b.shutdown().await;
+}

@@ -525,3 +525,111 @@ async fn lifecycle_hooks_gate_the_start_and_run_on_stop() {
     );
     a.shutdown().await;
 }
+
+/// The service leaves routing the moment its supervisor gives up, without waiting for the calls
+/// its other instances are handling; those still finish and are answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_service_is_withdrawn_at_once_while_its_other_calls_finish() {
+    let ca = new_ca();
+    let a = start_node(&ca, "a").await;
+    let fragile = start_fixture_with(&a, "fragile", |s| {
+        s.instances(2)
+            .restart_policy(RestartPolicy {
+                max_restarts: 0,
+                ..RestartPolicy::default()
+            })
+            .recovery(Recovery::Manual)
+    })
+    .await;
+    let client = a.client();
+    let held = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .request("fragile", Hold { tag: "held".into() })
+                .timeout(HANG_LIMIT)
+                .await
+        })
+    };
+    let stats = fragile.stats.clone();
+    wait_until(move || stats.started_count() == 1, "the held call to start").await;
+    // The idle instance takes the panic: past a budget of 0, the service gives up.
+    let _ = client.call("fragile", Panic {}).await;
+    let service = fragile.service.clone();
+    wait_until(
+        move || {
+            service
+                .health()
+                .is_some_and(|h| h.status == ServiceStatus::Failed)
+        },
+        "fragile failed",
+    )
+    .await;
+    converge(&a, "fragile withdrawn", |r| {
+        r.instances("fragile").is_empty()
+    })
+    .await;
+    assert!(
+        !held.is_finished(),
+        "withdrawn while its other call still runs"
+    );
+    fragile.stats.open_gate();
+    let reply = within("the held call", held).await.expect("task");
+    assert_eq!(reply.expect("the held call is answered").tag, "held");
+    a.shutdown().await;
+}
+
+/// Health says `starting` while the `started` hooks run, and the service is not callable yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_says_starting_while_started_hooks_run() {
+    use std::sync::Arc;
+    use tokio::sync::Semaphore;
+
+    struct Slow(Arc<Semaphore>);
+    impl colony::Lifecycle for Slow {
+        async fn started(&mut self) -> Result<(), colony::Error> {
+            let _ = self.0.acquire().await;
+            Ok(())
+        }
+    }
+    impl colony::Handler<Count> for Slow {
+        async fn handle(&mut self, _: Count, _: &colony::Context) -> Result<u64, colony::Error> {
+            Ok(1)
+        }
+    }
+
+    let ca = new_ca();
+    let a = start_node(&ca, "a").await;
+    let gate = Arc::new(Semaphore::new(0));
+    let spawning = {
+        let gate = gate.clone();
+        let service = a.service("slow").handler::<Count>().lifecycle();
+        tokio::spawn(service.spawn(move || Slow(gate.clone())))
+    };
+    let status = |a: &Node| {
+        a.health()
+            .services
+            .iter()
+            .find(|s| s.name == "slow")
+            .map(|s| s.status)
+    };
+    wait_until(
+        || status(&a) == Some(ServiceStatus::Starting),
+        "slow starting",
+    )
+    .await;
+    assert_eq!(a.health().status, NodeStatus::Degraded, "not ready yet");
+    let err = expect_err(
+        a.client().call("slow", Count {}).await,
+        "a call while starting",
+    );
+    assert_eq!(err.code(), Code::NotFound, "{err}");
+    gate.add_permits(1);
+    within("spawn", spawning)
+        .await
+        .expect("task")
+        .expect("starts");
+    assert_eq!(status(&a), Some(ServiceStatus::Running));
+    assert_eq!(a.client().call("slow", Count {}).await.unwrap(), 1);
+    a.shutdown().await;
+}

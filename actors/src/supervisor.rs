@@ -802,6 +802,76 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_instance_that_panics_in_a_drop_is_still_replaced() {
+        /// Panics when dropped once it has been asked to fail.
+        struct Explosive(bool);
+        impl Drop for Explosive {
+            fn drop(&mut self) {
+                if self.0 {
+                    panic!("dropping the state failed");
+                }
+            }
+        }
+        impl Behavior for Explosive {
+            type Msg = Ask;
+            async fn handle(&mut self, msg: Ask, done: Done<'_>) {
+                match msg {
+                    Ask::Count(reply) => {
+                        drop(done);
+                        let _ = reply.send(7);
+                    }
+                    Ask::Panic => {
+                        self.0 = true;
+                        panic!("asked to fail");
+                    }
+                    Ask::Block(_) => {}
+                }
+            }
+        }
+        let s = supervise(ServiceSpec {
+            name: "explosive".into(),
+            instances: 1,
+            factory: Arc::new(|| Explosive(false)),
+            policy: RestartPolicy::default(),
+            mailbox: DEFAULT_MAILBOX,
+            parent: None,
+            gave_up: None,
+        })
+        .await
+        .unwrap();
+        assert!(s.instances.send(Ask::Panic).is_ok());
+        // The task dies in the state's drop, after the handler's panic was caught: its exit is
+        // reported all the same, so the slot does not look live with nobody reading it.
+        wait_until(|| s.instances.restarts() == 1 && s.instances.live() == 1).await;
+        assert_eq!(count(&s).await, Some(7), "the replacement serves");
+        s.supervisor.stop_and_wait(None, None).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn scaling_is_refused_once_draining() {
+        let s = start_n(RestartPolicy::default(), 1).await;
+        let (release, blocked) = oneshot::channel();
+        assert!(s.instances.send(Ask::Block(blocked)).is_ok());
+        s.supervisor.cast(SupervisorMsg::Drain).unwrap();
+        let scaled = s
+            .supervisor
+            .call(|port| SupervisorMsg::Scale(4, port), None)
+            .await
+            .unwrap();
+        assert!(matches!(scaled, ractor::rpc::CallResult::Success(false)));
+        assert_eq!(
+            s.instances.slots(),
+            0,
+            "nothing started for a draining service"
+        );
+        release.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), s.supervisor.wait(None))
+            .await
+            .expect("drained")
+            .unwrap();
+    }
+
+    #[tokio::test]
     async fn scaling_up_and_down_keeps_serving_and_drains_the_removed() {
         let s = start_n(RestartPolicy::default(), 2).await;
         let scale = |n| {

@@ -286,3 +286,36 @@ impl Roster {
         entries
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(recovery: Recovery) -> Entry {
+        let launch: Launch = Arc::new(|_, _, _| Box::pin(async { Err(Error::internal("unused")) }));
+        Entry::new("svc".into(), launch, recovery, false, 1)
+    }
+
+    #[test]
+    fn only_the_timer_of_the_latest_failure_restarts_and_by_hand_always_may() {
+        let e = entry(Recovery::CoolDown {
+            first: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        });
+        assert!(!e.claim_restart(None), "not failed: nothing to restart");
+        let (wait, first) = e.failed("boom", 0, true);
+        assert_eq!(wait, Some(Duration::from_secs(1)));
+        assert!(e.claim_restart(None), "by hand");
+        assert!(!e.claim_restart(Some(first)), "already claimed");
+        // It failed again (its restart did not start): the first timer is now stale.
+        let (wait, second) = e.failed("start failed", 0, false);
+        assert_eq!(
+            wait,
+            Some(Duration::from_secs(2)),
+            "a failed start keeps doubling"
+        );
+        assert!(!e.claim_restart(Some(first)), "a stale timer");
+        assert!(e.claim_restart(Some(second)));
+        assert_eq!(e.health(None).status, ServiceStatus::Starting);
+    }
+}
