@@ -633,3 +633,66 @@ async fn health_says_starting_while_started_hooks_run() {
     assert_eq!(a.client().call("slow", Count {}).await.unwrap(), 1);
     a.shutdown().await;
 }
+
+/// A service's own status follows its instances: degraded while some restart, restarting while
+/// all do, running again after; and a service whose temporary instances all ended is withdrawn
+/// and leaves health, without counting as failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_health_follows_its_instances() {
+    use colony::{ChildPolicy, RestartStrategy};
+
+    let ca = new_ca();
+    let a = start_node(&ca, "a").await;
+    // A long backoff keeps the panicked instances down while the test looks.
+    let slow_restarts = RestartPolicy {
+        backoff: Duration::from_secs(2),
+        max_backoff: Duration::from_secs(2),
+        ..RestartPolicy::default()
+    };
+    let pair =
+        start_fixture_with(&a, "pair", |s| s.instances(2).restart_policy(slow_restarts)).await;
+    let status = |f: &FixtureService| f.service.health().map(|h| (h.status, h.live));
+    let _ = a.client().call("pair", Panic {}).await;
+    wait_until(
+        || status(&pair) == Some((ServiceStatus::Degraded, 1)),
+        "pair degraded",
+    )
+    .await;
+    let _ = a.client().call("pair", Panic {}).await;
+    wait_until(
+        || status(&pair) == Some((ServiceStatus::Restarting, 0)),
+        "pair restarting",
+    )
+    .await;
+    let err = expect_err(
+        a.client().call("pair", Count {}).await,
+        "a call while restarting",
+    );
+    assert!(
+        matches!(err.code(), Code::Unavailable | Code::NotFound),
+        "{err}"
+    );
+    wait_until(
+        || status(&pair) == Some((ServiceStatus::Running, 2)),
+        "pair running again",
+    )
+    .await;
+
+    let once = start_fixture_with(&a, "once", |s| {
+        s.restart_policy(RestartPolicy {
+            strategy: RestartStrategy::OneForOne,
+            child: ChildPolicy::Temporary,
+            ..RestartPolicy::default()
+        })
+    })
+    .await;
+    converge(&a, "once advertised", |r| r.instances("once").len() == 1).await;
+    let _ = a.client().call("once", Panic {}).await;
+    converge(&a, "once withdrawn", |r| r.instances("once").is_empty()).await;
+    wait_until(|| once.service.health().is_none(), "once gone from health").await;
+    assert!(
+        a.health().services.iter().all(|s| s.name != "once"),
+        "an ended service is not reported failed"
+    );
+    a.shutdown().await;
+}

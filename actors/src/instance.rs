@@ -188,15 +188,18 @@ impl<M> Child<M> {
 pub(crate) async fn start<B: Behavior>(
     factory: &Factory<B>,
     supervisor: ActorRef<SupervisorMsg>,
+    timeout: std::time::Duration,
 ) -> Result<Child<B::Msg>, String> {
     let mut state = std::panic::catch_unwind(AssertUnwindSafe(|| factory()))
         .map_err(|panic| format!("instance factory panicked: {}", panic_text(panic)))?;
-    // Hook-less states return at once: no task switch, nothing allocated per start.
-    let started = catch_panic(std::pin::pin!(state.started())).await;
+    // Hook-less states return at once: no task switch, nothing allocated per start, and the
+    // timeout's timer is never armed (it is only when the hook has to wait).
+    let started = tokio::time::timeout(timeout, catch_panic(std::pin::pin!(state.started()))).await;
     match started {
-        Ok(Ok(())) => {}
-        Ok(Err(why)) => return Err(why),
-        Err(panic) => return Err(format!("started hook panicked: {}", panic_text(panic))),
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(why))) => return Err(why),
+        Ok(Err(panic)) => return Err(format!("started hook panicked: {}", panic_text(panic))),
+        Err(_) => return Err(format!("started hook did not finish within {timeout:?}")),
     }
     let mailbox = Arc::new(Mailbox::new());
     let task = tokio::spawn(run(mailbox.clone(), state, supervisor));

@@ -53,6 +53,9 @@ pub struct RestartPolicy {
     pub backoff: Duration,
     /// Longest wait before any restart (default 5 s).
     pub max_backoff: Duration,
+    /// How long an instance's `started` hook may take (default 30 s); past it the start fails,
+    /// like a hook that returned an error, so a hung dependency cannot hold the supervisor.
+    pub start_timeout: Duration,
 }
 
 impl Default for RestartPolicy {
@@ -64,6 +67,7 @@ impl Default for RestartPolicy {
             within: Duration::from_secs(60),
             backoff: Duration::from_millis(10),
             max_backoff: Duration::from_secs(5),
+            start_timeout: Duration::from_secs(30),
         }
     }
 }

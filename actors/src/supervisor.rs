@@ -170,7 +170,8 @@ impl<B: Behavior> Supervisor<B> {
         myself: &ActorRef<SupervisorMsg>,
         slot: usize,
     ) -> Result<(), String> {
-        let child = instance::start(&self.factory, myself.clone()).await?;
+        let child =
+            instance::start(&self.factory, myself.clone(), self.policy.start_timeout).await?;
         if let Some(old) = self.instances.set(slot, Some(child)) {
             old.kill();
         }
@@ -650,6 +651,33 @@ mod tests {
         assert_eq!(STARTS.load(std::sync::atomic::Ordering::SeqCst), 4);
         let failure = s.instances.last_failure().expect("a failure is recorded");
         assert!(failure.reason.contains("start #3 refused"), "{failure:?}");
+    }
+
+    #[tokio::test]
+    async fn a_start_hook_that_hangs_fails_the_start_after_its_timeout() {
+        struct Hangs;
+        impl Behavior for Hangs {
+            type Msg = Ask;
+            async fn handle(&mut self, _: Ask, _done: Done<'_>) {}
+            async fn started(&mut self) -> Result<(), String> {
+                std::future::pending().await
+            }
+        }
+        let spawned = supervise(ServiceSpec {
+            name: "hangs".into(),
+            instances: 1,
+            factory: Arc::new(|| Hangs),
+            policy: RestartPolicy {
+                start_timeout: Duration::from_millis(50),
+                ..RestartPolicy::default()
+            },
+            mailbox: DEFAULT_MAILBOX,
+            parent: None,
+            gave_up: None,
+        })
+        .await;
+        let err = spawned.err().expect("the start fails").to_string();
+        assert!(err.contains("did not finish within 50ms"), "{err}");
     }
 
     #[tokio::test]

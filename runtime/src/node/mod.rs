@@ -80,6 +80,8 @@ pub(crate) struct Shared {
     node_supervisor: OnceLock<ActorRef<NodeSupervisorMsg>>,
     /// Set when shutdown begins: no service starts or restarts from then on.
     shutting_down: AtomicBool,
+    /// Set if the root of the supervision tree ended on its own (a bug): health says degraded.
+    supervision_lost: AtomicBool,
     /// Calls being served; shutdown waits for these.
     pub(crate) calls: TaskTracker,
     /// Ends the accept and connection loops.
@@ -121,13 +123,14 @@ impl Shared {
             roster: Roster::default(),
             node_supervisor: OnceLock::new(),
             shutting_down: AtomicBool::new(false),
+            supervision_lost: AtomicBool::new(false),
             calls: TaskTracker::new(),
             cancel: CancellationToken::new(),
         }
     }
 
     /// True once the cluster has heard the node leave: new calls are refused.
-    pub(crate) fn is_closing(&self) -> bool {
+    pub(crate) fn refuses_calls(&self) -> bool {
         self.caller.services.is_closed()
     }
 
@@ -145,6 +148,7 @@ impl Shared {
         NodeHealth::of(
             self.caller.name.clone(),
             self.shutting_down.load(Ordering::Acquire),
+            self.supervision_lost.load(Ordering::Acquire),
             services,
         )
     }
@@ -209,7 +213,14 @@ impl Node {
 
     async fn serve(shared: Arc<Shared>, shutdown_grace: Duration) -> Result<Self, StartError> {
         let host: Weak<dyn Host> = Arc::downgrade(&shared) as Weak<Shared>;
-        let root = node_supervisor::start(host)
+        let node = Arc::downgrade(&shared);
+        let lost = move || {
+            if let Some(node) = node.upgrade() {
+                node.supervision_lost.store(true, Ordering::Release);
+                tracing::error!(node = %node.caller.name, "the node-level supervisor ended: services are no longer supervised; restart the node");
+            }
+        };
+        let root = node_supervisor::start(host, lost)
             .await
             .map_err(|e| StartError::Io(format!("node supervisor: {e}")))?;
         let _ = shared.node_supervisor.set(root);
@@ -340,6 +351,7 @@ impl Drop for Node {
             return;
         }
         let shared = &self.shared;
+        shared.shutting_down.store(true, Ordering::Release);
         shared.caller.services.close();
         shared.cancel.cancel();
         // Clients may keep `Shared` alive: gossip must not outlive the node.

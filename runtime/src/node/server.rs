@@ -239,7 +239,7 @@ async fn answer(shared: &Shared, recv: &mut RecvStream, peer: SocketAddr) -> Opt
     };
     // colony's own services (health, introspection) answer until the end: a draining node
     // reports itself draining, not unreachable.
-    if shared.is_closing() && !header.service.starts_with(RESERVED_PREFIX) {
+    if shared.refuses_calls() && !header.service.starts_with(RESERVED_PREFIX) {
         return refuse(Error::server(
             Code::Unavailable,
             format!("node {} is shutting down", shared.caller.name),

@@ -67,7 +67,8 @@ pub struct ServiceHealth {
 pub enum NodeStatus {
     /// Every service is running.
     Healthy,
-    /// At least one service is starting, degraded, restarting or failed.
+    /// At least one service is starting, degraded, restarting or failed (or, after a bug, the
+    /// node's supervision tree has lost its root).
     Degraded,
     /// The node is shutting down: it takes no new calls.
     Draining,
@@ -96,10 +97,15 @@ pub struct NodeHealth {
 }
 
 impl NodeHealth {
-    pub(crate) fn of(node: String, draining: bool, services: Vec<ServiceHealth>) -> Self {
+    pub(crate) fn of(
+        node: String,
+        draining: bool,
+        unsupervised: bool,
+        services: Vec<ServiceHealth>,
+    ) -> Self {
         let status = if draining {
             NodeStatus::Draining
-        } else if services.iter().all(|s| s.status == ServiceStatus::Running) {
+        } else if !unsupervised && services.iter().all(|s| s.status == ServiceStatus::Running) {
             NodeStatus::Healthy
         } else {
             NodeStatus::Degraded

@@ -76,7 +76,8 @@ impl ServiceRef {
         self.running().map_or(0, |s| s.live_instances())
     }
 
-    /// Instance restarts since the service started.
+    /// Instance restarts of the incarnation running now (a restart of the whole service after
+    /// a failure starts again from 0; [`health`](Self::health) counts them all).
     pub fn restarts(&self) -> u64 {
         self.running().map_or(0, |s| s.restarts())
     }
@@ -175,8 +176,12 @@ pub(crate) async fn stop_service(service: &dyn LocalService, grace: Duration) {
         supervisor.cast(SupervisorMsg::Drain).is_ok() && supervisor.wait(Some(grace)).await.is_ok();
     if !drained {
         tracing::warn!(?grace, "service did not drain in time; stopping it");
-        let _ = supervisor
+        let stopped = supervisor
             .stop_and_wait(Some("drain timed out".into()), Some(STOP_GRACE))
             .await;
+        if stopped.is_err() {
+            // Stuck in a handler (a `started` hook, say): nothing else will end it.
+            supervisor.kill();
+        }
     }
 }

@@ -46,11 +46,19 @@ pub(crate) struct Children {
     early_exits: HashMap<ActorId, String>,
 }
 
-/// Spawns the node-level supervisor.
+/// Spawns the node-level supervisor; `lost` runs if it ever ends while the node is not shutting
+/// down (ractor would have taken every service supervisor with it).
 pub(crate) async fn start(
     host: Weak<dyn Host>,
+    lost: impl FnOnce() + Send + 'static,
 ) -> Result<ActorRef<NodeSupervisorMsg>, colony_actors::ractor::SpawnErr> {
-    let (actor, _) = Actor::spawn(None, NodeSupervisor { host }, ()).await?;
+    let (actor, ended) = Actor::spawn(None, NodeSupervisor { host: host.clone() }, ()).await?;
+    tokio::spawn(async move {
+        let _ = ended.await;
+        if host.upgrade().is_some_and(|h| !h.is_closing()) {
+            lost();
+        }
+    });
     Ok(actor)
 }
 
