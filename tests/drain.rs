@@ -343,18 +343,7 @@ async fn a_local_call_during_the_drain_is_refused_with_unavailable() {
     let _other = start_fixture(&a, "other", 1).await;
     let at = a.addr();
     let client = a.client();
-    let held = {
-        let client = client.clone();
-        tokio::spawn(async move {
-            client
-                .request(FIXTURE, Hold { tag: "held".into() })
-                .at(at)
-                .timeout(HANG_LIMIT)
-                .await
-        })
-    };
-    let stats = fixture.stats.clone();
-    wait_until(move || stats.started_count() == 1, "the held call to start").await;
+    let held = hold_a_call(&a, &fixture).await;
     let shutdown = tokio::spawn(a.shutdown());
 
     let refused = within("an in-process call to fail during the drain", async {
@@ -389,18 +378,7 @@ async fn a_draining_node_reports_itself_draining() {
     let (a, fixture) = start_node_with_fixture(&ca, "a", 1).await;
     let b = start_node(&ca, "b").await;
     let at = a.addr();
-    let held = {
-        let client = a.client();
-        tokio::spawn(async move {
-            client
-                .request(FIXTURE, Hold { tag: "held".into() })
-                .at(at)
-                .timeout(HANG_LIMIT)
-                .await
-        })
-    };
-    let stats = fixture.stats.clone();
-    wait_until(move || stats.started_count() == 1, "the held call to start").await;
+    let held = hold_a_call(&a, &fixture).await;
     let shutdown = tokio::spawn(a.shutdown());
 
     // Once a refuses calls (step 3 of its shutdown), its health still answers.
@@ -439,4 +417,23 @@ async fn a_draining_node_reports_itself_draining() {
         .expect("the held call is answered");
     within("a's shutdown", shutdown).await.expect("shutdown");
     b.shutdown().await;
+}
+
+/// A `Hold` call to `node`'s fixture, pinned to it and started: it keeps the node in its drain
+/// until the fixture's gate opens.
+async fn hold_a_call(
+    node: &Node,
+    fixture: &FixtureService,
+) -> tokio::task::JoinHandle<Result<Held, Error>> {
+    let (client, at) = (node.client(), node.addr());
+    let held = tokio::spawn(async move {
+        client
+            .request(FIXTURE, Hold { tag: "held".into() })
+            .at(at)
+            .timeout(HANG_LIMIT)
+            .await
+    });
+    let stats = fixture.stats.clone();
+    wait_until(move || stats.started_count() == 1, "the held call to start").await;
+    held
 }
