@@ -15,8 +15,9 @@
 //! stop, drain and panic semantics (see `instance.rs`).
 //!
 //! [`selector`] holds the decision logic of the runtime's selector actors: strategies, instance
-//! load, outlier ejection and the retry budget, as plain state with no I/O. The topic and lock
-//! state machines of later milestones live here too.
+//! load, outlier ejection and the retry budget, as plain state with no I/O. [`broker`] holds
+//! pub/sub's: subjects and wildcards, the subscription table, at-least-once redelivery and
+//! bounded subscriber buffers. The lock state machines of a later milestone go here too.
 //!
 //! ```
 //! # #[tokio::main] async fn main() {
@@ -50,6 +51,7 @@
 //! ```
 
 mod behavior;
+pub mod broker;
 mod instance;
 mod instances;
 mod restart;

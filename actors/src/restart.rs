@@ -112,13 +112,18 @@ impl RestartBudget {
         if self.recent.len() as u32 >= policy.max_restarts {
             return None;
         }
-        let ceiling = policy
-            .backoff
-            .saturating_mul(1u32 << self.recent.len().min(16))
-            .min(policy.max_backoff);
+        let wait = equal_jitter(policy.backoff, self.recent.len() as u32, policy.max_backoff);
         self.recent.push_back(now);
-        Some(ceiling / 2 + (ceiling / 2).mul_f64(random_unit()))
+        Some(wait)
     }
+}
+
+/// An exponential backoff with equal jitter: between half and all of `base · 2^doublings`,
+/// capped at `max`. Waits grow until the cap, yet two parties that fail together do not retry
+/// in lockstep.
+pub(crate) fn equal_jitter(base: Duration, doublings: u32, max: Duration) -> Duration {
+    let ceiling = base.saturating_mul(1u32 << doublings.min(16)).min(max);
+    ceiling / 2 + (ceiling / 2).mul_f64(random_unit())
 }
 
 #[cfg(test)]
