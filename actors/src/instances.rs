@@ -14,10 +14,6 @@ const STOPPED: u32 = u32::MAX / 2;
 /// Above this many instances a send compares two random instances instead of all of them.
 const SCAN_ALL_UP_TO: usize = 16;
 
-/// An instance's incarnation in its slot. Its mailbox counts the messages sent to it and not
-/// yet handled (queued plus the one at hand), per incarnation: a restart starts from zero.
-type Slot<M> = Child<M>;
-
 /// The current mailbox of every instance of a service, with how deep each one is.
 ///
 /// The supervisor writes a slot when it starts or restarts an instance (a slot is empty while
@@ -25,7 +21,10 @@ type Slot<M> = Child<M>;
 /// instance with the fewest messages waiting, so one slow instance does not keep a share of the
 /// calls the way round-robin would.
 pub struct Instances<M> {
-    slots: RwLock<Vec<Option<Slot<M>>>>,
+    /// Each slot's instance, `None` while it restarts. Its mailbox counts the messages sent to
+    /// it and not yet handled (queued plus the one at hand), per incarnation: a restart starts
+    /// from zero.
+    slots: RwLock<Vec<Option<Child<M>>>>,
     restarts: AtomicU64,
     last_failure: Mutex<Option<Failure>>,
     /// Messages an instance may have waiting (its mailbox capacity).
@@ -80,8 +79,8 @@ impl<M: Send> Instances<M> {
             let Some(slot) = least_loaded(&slots) else {
                 return Err(SendError::NoInstance(msg));
             };
-            let depth = |s: &Slot<M>| s.mailbox.depth.load(Ordering::Relaxed);
-            let full = |s: &Slot<M>| depth(s) >= self.capacity;
+            let depth = |s: &Child<M>| s.mailbox.depth.load(Ordering::Relaxed);
+            let full = |s: &Child<M>| depth(s) >= self.capacity;
             let slot = if full(slot) {
                 // A sampled choice may have missed a free one: look at them all before refusing.
                 match slots.iter().flatten().find(|s| !full(s)) {
@@ -110,8 +109,8 @@ impl<M: Send> Instances<M> {
     }
 }
 
-fn least_loaded<M>(slots: &[Option<Slot<M>>]) -> Option<&Slot<M>> {
-    let depth = |s: &Slot<M>| s.mailbox.depth.load(Ordering::Relaxed);
+fn least_loaded<M>(slots: &[Option<Child<M>>]) -> Option<&Child<M>> {
+    let depth = |s: &Child<M>| s.mailbox.depth.load(Ordering::Relaxed);
     let n = slots.len();
     if n == 1 {
         return slots[0].as_ref();
@@ -212,7 +211,10 @@ impl<M> Instances<M> {
 
     /// The mailbox in `slot` now (tests aim at one instance with it).
     #[cfg(test)]
-    pub(crate) fn actor(&self, slot: usize) -> Option<std::sync::Arc<crate::instance::Mailbox<M>>> {
+    pub(crate) fn mailbox(
+        &self,
+        slot: usize,
+    ) -> Option<std::sync::Arc<crate::instance::Mailbox<M>>> {
         let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
         slots[slot].as_ref().map(|s| s.mailbox.clone())
     }

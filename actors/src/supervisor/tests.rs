@@ -149,12 +149,12 @@ async fn a_busy_instance_gets_no_messages_while_another_is_idle() {
 
 fn ids(s: &Supervised<Flaky>, count: usize) -> Vec<Option<InstanceId>> {
     (0..count)
-        .map(|i| s.instances.actor(i).map(|a| a.get_id()))
+        .map(|i| s.instances.mailbox(i).map(|a| a.get_id()))
         .collect()
 }
 
 async fn exit_slot(s: &Supervised<Flaky>, slot: usize, panic: bool) {
-    let actor = s.instances.actor(slot).expect("a live slot");
+    let actor = s.instances.mailbox(slot).expect("a live slot");
     if panic {
         actor.send_message(Ask::Panic).unwrap();
     } else {
@@ -301,7 +301,7 @@ async fn draining_answers_queued_calls_runs_stopping_hooks_then_stops() {
     ))
     .await
     .unwrap();
-    let first = s.instances.actor(0).unwrap();
+    let first = s.instances.mailbox(0).unwrap();
     let (release, blocked) = oneshot::channel();
     first.send_message(Ask::Block(blocked)).unwrap();
     let (tx, queued) = oneshot::channel();
@@ -404,7 +404,7 @@ async fn a_full_mailbox_refuses_at_once_and_hands_the_message_back() {
 #[tokio::test]
 async fn a_stopped_instance_is_reported_missing_not_full() {
     let s = start_n(with(RestartStrategy::OneForOne, ChildPolicy::Temporary), 1).await;
-    let stopped = s.instances.actor(0).unwrap();
+    let stopped = s.instances.mailbox(0).unwrap();
     stopped.stop(None);
     // Whether or not the supervisor has emptied the slot yet, nothing is full.
     let (tx, _) = oneshot::channel();
@@ -498,7 +498,7 @@ async fn scaling_up_and_down_keeps_serving_and_drains_the_removed() {
     scale(4).await;
     assert_eq!((s.instances.slots(), s.instances.live()), (4, 4));
     // Queue work on the last slot, then scale it away: the queued call is still answered.
-    let last = s.instances.actor(3).unwrap();
+    let last = s.instances.mailbox(3).unwrap();
     let (release, blocked) = oneshot::channel();
     last.send_message(Ask::Block(blocked)).unwrap();
     let (tx, queued) = oneshot::channel();
