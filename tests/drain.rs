@@ -405,6 +405,18 @@ async fn a_draining_node_reports_itself_draining() {
         .await
         .expect("health answers while the node drains");
     assert_eq!(health.status, colony::NodeStatus::Draining);
+    let fixture_status = health
+        .services
+        .iter()
+        .find(|s| s.name == FIXTURE)
+        .map(|s| s.status);
+    assert!(
+        matches!(
+            fixture_status,
+            Some(colony::ServiceStatus::Running | colony::ServiceStatus::Stopping)
+        ),
+        "a service being drained is not reported failed: {fixture_status:?}"
+    );
     assert_eq!(health.node, "a");
     assert!(
         !shutdown.is_finished(),

@@ -175,7 +175,8 @@ pub(crate) struct Child<M> {
 
 impl<M> Child<M> {
     /// Stops it at once, as ractor kills an actor: the message at hand is abandoned (its task is
-    /// aborted), queued ones dropped; no exit is reported.
+    /// aborted), queued ones dropped. Its exit is reported as a failure, which the supervisor
+    /// ignores: it kills only instances it has already taken out of their slot.
     pub(crate) fn kill(&self) {
         self.mailbox.close();
         self.task.abort();
@@ -184,7 +185,7 @@ impl<M> Child<M> {
 
 /// Starts an instance from `factory`: makes its state and runs its `started` hook here (a hook
 /// that fails or a factory that panics fails the start, and nothing runs), then spawns the task
-/// that handles its messages. Its exit (not a kill) is reported to `supervisor`.
+/// that handles its messages. Its exit is reported to `supervisor`.
 pub(crate) async fn start<B: Behavior>(
     factory: &Factory<B>,
     supervisor: ActorRef<SupervisorMsg>,
@@ -215,7 +216,7 @@ pub(crate) async fn start<B: Behavior>(
 
 async fn run<B: Behavior>(
     mailbox: Arc<Mailbox<B::Msg>>,
-    mut state: B,
+    state: B,
     supervisor: ActorRef<SupervisorMsg>,
 ) {
     // Reports the exit however the task ends: a panic outside the handler (a `Drop` of the
@@ -226,6 +227,9 @@ async fn run<B: Behavior>(
         mailbox,
         supervisor: Some(supervisor),
     };
+    // Declared after the report, so a panic unwinding the task drops the state first: the
+    // supervisor hears of the exit only once the old state has let go of what it held.
+    let mut state = state;
     let exit = loop {
         let msg = match report.mailbox.next().await {
             Ok(msg) => msg,
@@ -248,7 +252,18 @@ async fn run<B: Behavior>(
             tracing::warn!(panic = %panic_text(panic), "an instance's stopping hook panicked");
         }
     }
-    drop(state);
+    // A state whose drop panics: still this exit, and its reason kept.
+    let exit = match std::panic::catch_unwind(AssertUnwindSafe(move || drop(state))) {
+        Ok(()) => exit,
+        Err(panic) => Exited::failed(
+            report.mailbox.id,
+            format!(
+                "{} (then its state panicked when dropped: {})",
+                exit.why,
+                panic_text(panic)
+            ),
+        ),
+    };
     report.finish(exit);
 }
 

@@ -11,7 +11,8 @@ pub enum Overflow {
     #[default]
     Block,
     /// Drop the oldest waiting message, counted: publishers never wait, a slow subscriber
-    /// sees the newest messages.
+    /// sees the newest messages. With at-least-once delivery the owner must fail the displaced
+    /// message's attempt (it redelivers or dead-letters it), or it is lost.
     DropOldest,
 }
 

@@ -4,6 +4,8 @@
 //! Plain state with the clock passed in: the topic actor calls [`InFlight::sent`] when it hands
 //! a message to a subscriber, [`InFlight::acked`] on the handler's `Ok`, [`InFlight::failed`] on
 //! its `Err`, a panic or the subscriber's node leaving, and [`InFlight::expired`] on its timer.
+//! Acks and failures name the attempt they answer (the number `sent` returned): a late answer
+//! from an attempt already given up on changes nothing.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -89,15 +91,32 @@ impl<K: Clone + Eq + Hash> InFlight<K> {
         pending.attempts
     }
 
-    /// The handler answered `Ok`: the message is done. False if it was not in flight (a late
-    /// ack for an attempt already given up on).
-    pub fn acked(&mut self, id: &K) -> bool {
+    /// Attempt `attempt` of `id` answered `Ok`: the message is done. False if that is not the
+    /// attempt in flight (a late ack of one already given up on, or of a finished message).
+    pub fn acked(&mut self, id: &K, attempt: u32) -> bool {
+        if !self.is_current(id, attempt) {
+            return false;
+        }
         self.pending.remove(id).is_some()
     }
 
-    /// The attempt failed (the handler's `Err`, a panic, the subscriber's node gone): retry or
-    /// give up. `None` if the message was not in flight.
-    pub fn failed(&mut self, id: &K) -> Option<Retry> {
+    /// Attempt `attempt` of `id` failed (the handler's `Err`, a panic, the subscriber's node
+    /// gone): retry or give up. `None` if that is not the attempt in flight.
+    pub fn failed(&mut self, id: &K, attempt: u32) -> Option<Retry> {
+        if !self.is_current(id, attempt) {
+            return None;
+        }
+        self.fail(id)
+    }
+
+    /// True if `attempt` of `id` is in flight now (sent, its ack not yet due or failed).
+    fn is_current(&self, id: &K, attempt: u32) -> bool {
+        self.pending
+            .get(id)
+            .is_some_and(|p| p.attempts == attempt && p.ack_by.is_some())
+    }
+
+    fn fail(&mut self, id: &K) -> Option<Retry> {
         let attempts = self.pending.get(id)?.attempts;
         if attempts >= self.policy.max_attempts {
             self.pending.remove(id);
@@ -118,7 +137,8 @@ impl<K: Clone + Eq + Hash> InFlight<K> {
         })
     }
 
-    /// Attempts whose ack is overdue at `now`, each failed as by [`failed`](Self::failed).
+    /// Attempts whose ack is overdue at `now`, each failed as by [`failed`](Self::failed). The
+    /// owner redelivers each after its backoff by calling [`sent`](Self::sent) again.
     pub fn expired(&mut self, now: Instant) -> Vec<(K, Retry)> {
         let overdue: Vec<K> = self
             .pending
@@ -128,7 +148,7 @@ impl<K: Clone + Eq + Hash> InFlight<K> {
             .collect();
         overdue
             .into_iter()
-            .filter_map(|id| self.failed(&id).map(|retry| (id, retry)))
+            .filter_map(|id| self.fail(&id).map(|retry| (id, retry)))
             .collect()
     }
 
@@ -166,10 +186,10 @@ mod tests {
         let mut f = InFlight::new(policy());
         let t = Instant::now();
         assert_eq!(f.sent(7u64, t), 1);
-        assert!(f.acked(&7));
-        assert!(!f.acked(&7));
+        assert!(f.acked(&7, 1));
+        assert!(!f.acked(&7, 1));
         assert!(f.is_empty());
-        assert_eq!(f.failed(&7), None);
+        assert_eq!(f.failed(&7, 1), None);
     }
 
     #[test]
@@ -177,17 +197,17 @@ mod tests {
         let mut f = InFlight::new(policy());
         let t = Instant::now();
         f.sent(1u64, t);
-        let Some(Retry::After { attempt: 2, after }) = f.failed(&1) else {
+        let Some(Retry::After { attempt: 2, after }) = f.failed(&1, 1) else {
             panic!("a retry")
         };
         assert!(after >= Duration::from_millis(50) && after <= Duration::from_millis(100));
         assert_eq!(f.sent(1, t + after), 2);
-        let Some(Retry::After { attempt: 3, after }) = f.failed(&1) else {
+        let Some(Retry::After { attempt: 3, after }) = f.failed(&1, 2) else {
             panic!("a retry")
         };
         assert!(after >= Duration::from_millis(100) && after <= Duration::from_millis(200));
         f.sent(1, t);
-        assert_eq!(f.failed(&1), Some(Retry::DeadLetter { attempts: 3 }));
+        assert_eq!(f.failed(&1, 3), Some(Retry::DeadLetter { attempts: 3 }));
         assert!(f.is_empty(), "a dead letter is no longer in flight");
     }
 
@@ -203,5 +223,27 @@ mod tests {
         assert_eq!(overdue.len(), 1);
         assert!(matches!(overdue[0], (1, Retry::After { attempt: 2, .. })));
         assert_eq!(f.next_due(), Some(t + Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn late_answers_from_an_attempt_given_up_on_change_nothing() {
+        let mut f = InFlight::new(policy());
+        let t = Instant::now();
+        f.sent(1u64, t);
+        // Attempt 1 overdue: a retry is scheduled.
+        assert_eq!(f.expired(t + Duration::from_secs(1)).len(), 1);
+        // Its handler then fails, or succeeds, late: no second retry, no early dead letter,
+        // and the message stays in flight for attempt 2.
+        assert_eq!(f.failed(&1, 1), None);
+        assert!(!f.acked(&1, 1));
+        assert_eq!(f.len(), 1);
+        assert_eq!(f.sent(1, t + Duration::from_secs(2)), 2);
+        assert_eq!(
+            f.failed(&1, 1),
+            None,
+            "attempt 1's failure is not attempt 2's"
+        );
+        assert!(f.acked(&1, 2));
+        assert!(f.is_empty());
     }
 }

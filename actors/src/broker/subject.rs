@@ -1,5 +1,9 @@
 //! Topic names as NATS subjects: dot-separated tokens; patterns add `*` (one token) and `>` (one
 //! or more tokens, last only).
+//!
+//! Stricter than NATS on purpose: `*` and `>` inside a token (`ord*`) are refused rather than
+//! taken as literal characters, so a pattern never silently means something else than it
+//! looks like.
 
 use std::fmt;
 

@@ -1,7 +1,8 @@
 //! Which subscriptions a subject reaches: a trie of pattern tokens, as NATS's sublist.
 //!
 //! A topic actor keeps one for the subscriptions of its node (local fan-out), and the publish
-//! path one for the whole cluster's, built from gossip (which nodes get a copy).
+//! path one for the whole cluster's, built from gossip: keyed by (node, subscription), since a
+//! node may hold several; the publisher then sends one copy per node among the matches.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
@@ -62,7 +63,8 @@ impl<K> Node<K> {
     }
 }
 
-/// Subscriptions by pattern, keyed by `K` (a local subscription id, or a node).
+/// Subscriptions by pattern, keyed by `K`, one pattern and queue group per key (a local
+/// subscription id, or a (node, subscription) pair).
 #[derive(Debug)]
 pub struct Table<K> {
     root: Node<K>,

@@ -115,7 +115,7 @@ pub struct Exited {
     id: InstanceId,
     /// A panic, as opposed to a stop or the end of a drain.
     pub(crate) failed: bool,
-    why: String,
+    pub(crate) why: String,
 }
 
 impl Exited {
@@ -147,6 +147,8 @@ pub(crate) struct SupervisorState<M> {
     pending: usize,
     /// Stopping gracefully: restart nothing, stop once the last instance has drained.
     draining: bool,
+    /// The restart budget ran out (and the parent was told, once): stopping.
+    gave_up: bool,
 }
 
 impl<M> Drop for SupervisorState<M> {
@@ -265,9 +267,10 @@ impl<B: Behavior> Supervisor<B> {
             let reason = format!("{EXHAUSTED}: {why}");
             // Told now: stopping waits for the other instances' calls at hand, and the service
             // must leave routing before that.
-            if let Some(gave_up) = &self.gave_up {
+            if let (Some(gave_up), false) = (&self.gave_up, state.gave_up) {
                 gave_up(myself.get_id(), &reason);
             }
+            state.gave_up = true;
             myself.stop(Some(reason));
             return;
         };
@@ -324,6 +327,7 @@ impl<B: Behavior> Actor for Supervisor<B> {
             stopping: HashMap::new(),
             pending: 0,
             draining: false,
+            gave_up: false,
         };
         for slot in 0..self.count {
             if let Err(e) = self.start_child(&myself, slot).await {
@@ -356,7 +360,7 @@ impl<B: Behavior> Actor for Supervisor<B> {
         match msg {
             SupervisorMsg::Restart(slots) => {
                 state.pending = state.pending.saturating_sub(1);
-                if state.draining {
+                if state.draining || state.gave_up {
                     return Ok(());
                 }
                 for slot in slots {
@@ -382,7 +386,11 @@ impl<B: Behavior> Actor for Supervisor<B> {
                     self.retire(state, child, true, "scaled down");
                 }
                 for slot in from..count {
-                    self.start_or_fail(&myself, state, slot).await;
+                    if state.gave_up || !self.start_or_fail(&myself, state, slot).await {
+                        // The failed slot restarts after its backoff with the others (or the
+                        // budget is gone): starting more now would only fail alongside.
+                        break;
+                    }
                 }
                 tracing::info!(service = %self.name, from, to = count.max(1), "scaled");
                 let _ = reply.send(true);

@@ -455,6 +455,11 @@ async fn an_instance_that_panics_in_a_drop_is_still_replaced() {
     // reported all the same, so the slot does not look live with nobody reading it.
     wait_until(|| s.instances.restarts() == 1 && s.instances.live() == 1).await;
     assert_eq!(count(&s).await, Some(7), "the replacement serves");
+    let why = s.instances.last_failure().unwrap().reason;
+    assert!(
+        why.contains("asked to fail") && why.contains("dropping the state failed"),
+        "both panics are told: {why}"
+    );
     s.supervisor.stop_and_wait(None, None).await.unwrap();
 }
 

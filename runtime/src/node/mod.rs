@@ -322,13 +322,14 @@ impl Node {
             tracing::warn!(node = %shared.caller.name, "calls still running after the shutdown grace");
         }
         for entry in shared.roster.in_start_order().iter().rev() {
+            entry.stopping();
             if let Some(service) = shared.caller.services.remove(&entry.name) {
                 shared.local_changed(&entry.name);
                 let grace = deadline.saturating_duration_since(Instant::now());
                 stop_service(service.as_ref(), grace).await;
             }
         }
-        // One whose start was under way when shutdown began, and finished after its turn.
+        // Left over only if one started against all checks; stopped, not left running.
         for service in shared.caller.services.drain() {
             stop_service(service.as_ref(), Duration::ZERO).await;
         }

@@ -9,6 +9,7 @@ use super::endpoints::Endpoints;
 use super::instance::ServiceState;
 use super::lifecycle::{Hooks, Lifecycle};
 use super::local::{LocalService, RunningService};
+use super::node_supervisor::NodeSupervisorMsg;
 use super::recovery::Recovery;
 use super::roster::{Entry, Launch};
 use super::Host;
@@ -185,7 +186,20 @@ impl<S: Send + 'static> ServiceBuilder<S> {
             if started.is_err() {
                 // A failed service this one was to replace keeps its place.
                 match previous {
-                    Some(previous) => roster.restore(previous),
+                    Some(previous) => {
+                        // Its cool-down timer may have fired while it was displaced (and been
+                        // ignored then): set it again.
+                        let pending = previous.pending_restart();
+                        if roster.restore(previous.clone(), &entry) {
+                            if let (Some((wait, escalation)), Some(root)) =
+                                (pending, host.node_supervisor())
+                            {
+                                root.send_after(wait, move || {
+                                    NodeSupervisorMsg::Restart(previous, escalation)
+                                });
+                            }
+                        }
+                    }
                     None => roster.remove_if_same(&entry),
                 }
             }

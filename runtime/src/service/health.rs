@@ -19,6 +19,9 @@ pub enum ServiceStatus {
     /// The service failed past its restart budget: withdrawn from routing and gossip until the
     /// node restarts it (after its cool-down, or by hand).
     Failed,
+    /// Being stopped on purpose (the node shuts down): its instances answer the calls they
+    /// hold, then stop.
+    Stopping,
 }
 
 impl ServiceStatus {
@@ -30,6 +33,7 @@ impl ServiceStatus {
             ServiceStatus::Degraded => "degraded",
             ServiceStatus::Restarting => "restarting",
             ServiceStatus::Failed => "failed",
+            ServiceStatus::Stopping => "stopping",
         }
     }
 }

@@ -87,17 +87,17 @@ impl NodeSupervisor {
             return;
         }
         host.local_changed(name);
+        if host.roster().is_current(entry) {
+            if reason.starts_with(ENDED) {
+                // Transient or temporary instances that all ended: done, not failed.
+                host.roster().remove_if_same(entry);
+                tracing::info!(node = %host.node_name(), service = %name, %reason, "service ended; withdrawn");
+            } else {
+                // Recorded before the withdraw's await, so health never sees it in between.
+                failed(myself, &host, entry, reason, service.restarts(), true);
+            }
+        }
         host.membership().withdraw(name).await;
-        if !host.roster().is_current(entry) {
-            return;
-        }
-        if reason.starts_with(ENDED) {
-            // Transient or temporary instances that all ended: the service is done, not failed.
-            host.roster().remove_if_same(entry);
-            tracing::info!(node = %host.node_name(), service = %name, %reason, "service ended; withdrawn");
-            return;
-        }
-        failed(myself, &host, entry, reason, service.restarts(), true);
     }
 }
 
@@ -111,9 +111,9 @@ pub(crate) fn failed(
     restarts: u64,
     ran: bool,
 ) {
-    let (wait, escalation) = entry.failed(reason, restarts, ran);
+    let (wait, escalation) = entry.failed(reason, restarts, ran, host.is_closing());
     tracing::error!(node = %host.node_name(), service = %entry.name, %reason, restart_in = ?wait, "service failed past its restart budget; withdrawn");
-    if let (Some(wait), false) = (wait, host.is_closing()) {
+    if let Some(wait) = wait {
         let entry = entry.clone();
         myself.send_after(wait, move || NodeSupervisorMsg::Restart(entry, escalation));
     }
@@ -131,14 +131,10 @@ pub(crate) async fn restart(
     let started = entry.start(host).await;
     if let Err(e) = &started {
         if !host.is_closing() && host.roster().is_current(entry) {
-            failed(
-                myself,
-                host,
-                entry,
-                &format!("restart failed: {e}"),
-                0,
-                false,
-            );
+            let why = format!("restart failed: {e}");
+            failed(myself, host, entry, &why, 0, false);
+        } else {
+            entry.restart_refused();
         }
     }
     started

@@ -57,6 +57,8 @@ enum Phase {
     Running,
     /// Failed past its budget and withdrawn; the node restarts it at `restart_at`, if set.
     Failed { restart_at: Option<Instant> },
+    /// Being stopped on purpose: its instances answer what they hold, then stop.
+    Stopping,
 }
 
 /// What health reports beyond the running incarnation.
@@ -140,23 +142,65 @@ impl Entry {
             service.supervisor().stop(None);
             return Err(e);
         }
+        let serving = || {
+            host.services()
+                .get(&self.name)
+                .is_some_and(|(_, s)| Arc::ptr_eq(&s, &service))
+        };
+        if !host.roster().is_current(self) {
+            // Stopped between the check and the insert: undo.
+            host.services().remove_if_same(&self.name, &service);
+            service.supervisor().stop(None);
+            return Err(Error::client(
+                Code::Conflict,
+                format!("service {} was stopped or declared again", self.name),
+            ));
+        }
         // This node's callers see it before health calls it running.
         host.local_changed(&self.name);
         {
+            // Only if nothing happened to it meanwhile: its first call may already have failed
+            // it past its budget, and that failure must stand.
             let mut record = self.record();
-            record.phase = Phase::Running;
-            record.started_at = Instant::now();
+            if record.phase == Phase::Starting && serving() {
+                record.phase = Phase::Running;
+                record.started_at = Instant::now();
+            }
         }
         if self.advertise {
             host.membership().publish(&self.name, &service.ad()).await;
+            if !serving() {
+                // Failed or stopped while it was being advertised: take the advert back.
+                host.membership().withdraw(&self.name).await;
+            }
         }
         Ok(())
+    }
+
+    /// A claimed restart that was refused (the node is shutting down, or a newer declaration
+    /// took its name): failed again, with no restart scheduled, rather than starting forever.
+    pub(crate) fn restart_refused(&self) {
+        let mut record = self.record();
+        if record.phase == Phase::Starting {
+            record.phase = Phase::Failed { restart_at: None };
+        }
+    }
+
+    /// The service is being stopped on purpose (node shutdown): health says so, not failed.
+    pub(crate) fn stopping(&self) {
+        self.record().phase = Phase::Stopping;
     }
 
     /// The service failed past its budget (`ran`: its incarnation had been serving, with
     /// `restarts` instance restarts; else a restart of it failed to start): mark it failed and
     /// say how long until it restarts, if it does, and which failure that wait is for.
-    pub(crate) fn failed(&self, reason: &str, restarts: u64, ran: bool) -> (Option<Duration>, u32) {
+    pub(crate) fn failed(
+        &self,
+        reason: &str,
+        restarts: u64,
+        ran: bool,
+        closing: bool,
+    ) -> (Option<Duration>, u32) {
         let mut record = self.record();
         let now = Instant::now();
         // A service that served long enough starts a new streak; a failed start never does.
@@ -170,11 +214,27 @@ impl Entry {
             reason: reason.to_string(),
             at: SystemTime::now(),
         });
-        let wait = self.recovery.cool_down(record.streak);
+        // No restart while the node shuts down: health must not count down to one.
+        let wait = self.recovery.cool_down(record.streak).filter(|_| !closing);
         record.phase = Phase::Failed {
             restart_at: wait.map(|w| now + w),
         };
         (wait, record.escalations)
+    }
+
+    /// For a failed service whose node restarts it: how long until then, and the escalation
+    /// its timer is for (to schedule the timer again when a declaration is put back).
+    pub(crate) fn pending_restart(&self) -> Option<(Duration, u32)> {
+        let record = self.record();
+        match record.phase {
+            Phase::Failed {
+                restart_at: Some(at),
+            } => Some((
+                at.saturating_duration_since(Instant::now()),
+                record.escalations,
+            )),
+            _ => None,
+        }
     }
 
     /// Claims a failed service for a restart: by the cool-down timer set for failure number
@@ -210,6 +270,12 @@ impl Entry {
                 (status, live, service.restarts(), latest)
             }
             (_, Phase::Starting) => (ServiceStatus::Starting, 0, 0, record.last_failure.clone()),
+            (running, Phase::Stopping) => (
+                ServiceStatus::Stopping,
+                running.map_or(0, |s| s.live_instances()),
+                running.map_or(0, |s| s.restarts()),
+                record.last_failure.clone(),
+            ),
             _ => (ServiceStatus::Failed, 0, 0, record.last_failure.clone()),
         };
         let restart_in_ms = match record.phase {
@@ -255,8 +321,17 @@ impl Roster {
     }
 
     /// Puts back a declaration that a refused spawn of the same name displaced.
-    pub(crate) fn restore(&self, entry: Arc<Entry>) {
-        self.entries.insert(entry.name.clone(), entry);
+    /// Returns whether it was put back: only in place of `failed`, the declaration that
+    /// displaced it (not over a third one made meanwhile).
+    pub(crate) fn restore(&self, entry: Arc<Entry>, failed: &Arc<Entry>) -> bool {
+        use dashmap::mapref::entry::Entry as Slot;
+        match self.entries.entry(entry.name.clone()) {
+            Slot::Occupied(mut current) if Arc::ptr_eq(current.get(), failed) => {
+                current.insert(entry);
+                true
+            }
+            _ => false,
+        }
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<Arc<Entry>> {
@@ -303,12 +378,12 @@ mod tests {
             max: Duration::from_secs(60),
         });
         assert!(!e.claim_restart(None), "not failed: nothing to restart");
-        let (wait, first) = e.failed("boom", 0, true);
+        let (wait, first) = e.failed("boom", 0, true, false);
         assert_eq!(wait, Some(Duration::from_secs(1)));
         assert!(e.claim_restart(None), "by hand");
         assert!(!e.claim_restart(Some(first)), "already claimed");
         // It failed again (its restart did not start): the first timer is now stale.
-        let (wait, second) = e.failed("start failed", 0, false);
+        let (wait, second) = e.failed("start failed", 0, false, false);
         assert_eq!(
             wait,
             Some(Duration::from_secs(2)),
