@@ -37,8 +37,9 @@ pub(crate) use host::Host;
 /// How long stopping a service waits for its instances to answer the calls in their mailboxes.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
-/// How long scaling waits for the new instances to start.
-const SCALE_WAIT: Duration = Duration::from_secs(30);
+/// How long scaling waits for the new instances to start: their `started` hooks run one after
+/// another, each within its start timeout (30 s by default).
+const SCALE_WAIT: Duration = Duration::from_secs(300);
 
 /// A handle on a running service.
 #[derive(Debug, Clone)]
@@ -104,6 +105,11 @@ impl ServiceRef {
         let host = self.host.upgrade().ok_or_else(stopped)?;
         let service = self.running().ok_or_else(stopped)?;
         let count = instances.max(1);
+        // Recorded first: however long the new instances take to start, a restart of the whole
+        // service after a failure starts this many, and health counts against it.
+        if let Some(entry) = host.roster().get(&self.name) {
+            entry.instances.store(count, Ordering::Relaxed);
+        }
         let done = service
             .supervisor()
             .call(|reply| SupervisorMsg::Scale(count, reply), Some(SCALE_WAIT))
@@ -113,9 +119,6 @@ impl ServiceRef {
                 Code::Unavailable,
                 format!("service {} did not scale to {count}", self.name),
             ));
-        }
-        if let Some(entry) = host.roster().get(&self.name) {
-            entry.instances.store(count, Ordering::Relaxed);
         }
         // Only while it is still this incarnation that serves: a service stopped or failed
         // meanwhile must not come back into gossip.
