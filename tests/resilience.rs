@@ -11,13 +11,13 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use colony::{Client, InstanceReport, Node};
+use colony_tests::load::{idempotent_echo, Load, Tally, Until};
 use colony_tests::*;
-use tokio::task::JoinSet;
 
 const EXE: &str = env!("CARGO_BIN_EXE_colony-test-node");
 
@@ -31,8 +31,7 @@ const WARM_UP: u64 = 500;
 const PER_INSTANCE_WARM_UP: u64 = 20;
 /// Calls completed after the failure has played out, before the load stops.
 const AFTER: u64 = 1_000;
-/// Bounds of one calling task: calls, and time (every wait of the test is shorter).
-const PER_TASK_MAX: u64 = 50_000;
+/// How long the report reader runs at most (every wait of the test is shorter).
 const LOAD_LIMIT: Duration = Duration::from_secs(60);
 /// Deadline of one call, all attempts included.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,31 +39,6 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 async fn spawn(dir: PathBuf, name: &str, extra: &[&str]) -> ChildNode {
     let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
     ChildNode::start(EXE.as_ref(), &dir, name, &extra).await
-}
-
-/// What the callers saw.
-#[derive(Default)]
-struct Tally {
-    /// Calls finished, successful or not.
-    completed: AtomicU64,
-    failed: AtomicU64,
-    /// Every failure: code, origin, detail.
-    errors: Mutex<Vec<String>>,
-    /// Longest call, in microseconds: over the whole load, and among the calls that finished
-    /// after `marked`.
-    slowest_us: AtomicU64,
-    slowest_after_mark_us: AtomicU64,
-    marked: AtomicBool,
-}
-
-impl Tally {
-    fn completed(&self) -> u64 {
-        self.completed.load(Ordering::SeqCst)
-    }
-
-    fn errors(&self) -> String {
-        self.errors.lock().unwrap().join("\n  ")
-    }
 }
 
 /// The largest figures the client's selector has reported for each instance.
@@ -92,77 +66,43 @@ fn fold(seen: &SeenMap, reports: Vec<InstanceReport>) {
     }
 }
 
-/// 16 callers and a reader of the selector's report, until `stop` (or their bounds).
-struct Load {
-    tally: Arc<Tally>,
+/// 16 callers, and a reader of the client's selector report beside them, until `stop`.
+struct Watched {
+    load: Load,
     seen: SeenMap,
-    stop: Arc<AtomicBool>,
-    tasks: JoinSet<()>,
-    started: Instant,
+    reading: Arc<AtomicBool>,
+    reader: tokio::task::JoinHandle<()>,
 }
 
-impl Load {
+impl Watched {
     fn start(client: &Client) -> Self {
-        let tally = Arc::new(Tally::default());
+        let load = Load::start(
+            CONCURRENCY,
+            Until::Stopped,
+            idempotent_echo(client, RETRIES, CALL_TIMEOUT),
+        );
         let seen = SeenMap::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut tasks = JoinSet::new();
-        for t in 0..CONCURRENCY {
-            let (client, tally, stop) = (client.clone(), tally.clone(), stop.clone());
-            tasks.spawn(async move {
+        let reading = Arc::new(AtomicBool::new(true));
+        let reader = {
+            let (client, seen, reading) = (client.clone(), seen.clone(), reading.clone());
+            tokio::spawn(async move {
                 let give_up = Instant::now() + LOAD_LIMIT;
-                for i in 0..PER_TASK_MAX {
-                    if stop.load(Ordering::SeqCst) || Instant::now() >= give_up {
-                        break;
-                    }
-                    let text = format!("{t}-{i}");
-                    let start = Instant::now();
-                    let reply = client
-                        .request(FIXTURE, Echo { text: text.clone() })
-                        .idempotent()
-                        .retries(RETRIES)
-                        .timeout(CALL_TIMEOUT)
-                        .await;
-                    let us = start.elapsed().as_micros() as u64;
-                    tally.slowest_us.fetch_max(us, Ordering::SeqCst);
-                    if tally.marked.load(Ordering::SeqCst) {
-                        tally.slowest_after_mark_us.fetch_max(us, Ordering::SeqCst);
-                    }
-                    let failure = match reply {
-                        Ok(reply) if reply.text == text => None,
-                        Ok(reply) => Some(format!("call {text}: wrong reply {:?}", reply.text)),
-                        Err(e) => Some(format!(
-                            "call {text} after {us} µs: code {:?} origin {:?}: {}",
-                            e.code(),
-                            e.origin(),
-                            e.detail()
-                        )),
-                    };
-                    if let Some(failure) = failure {
-                        tally.errors.lock().unwrap().push(failure);
-                        tally.failed.fetch_add(1, Ordering::SeqCst);
-                    }
-                    tally.completed.fetch_add(1, Ordering::SeqCst);
-                }
-            });
-        }
-        {
-            let (client, seen, stop) = (client.clone(), seen.clone(), stop.clone());
-            tasks.spawn(async move {
-                let give_up = Instant::now() + LOAD_LIMIT;
-                while !stop.load(Ordering::SeqCst) && Instant::now() < give_up {
+                while reading.load(Ordering::SeqCst) && Instant::now() < give_up {
                     fold(&seen, client.instance_report(FIXTURE).await);
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-            });
-        }
+            })
+        };
         Self {
-            tally,
+            load,
             seen,
-            stop,
-            tasks,
-            started: Instant::now(),
+            reading,
+            reader,
         }
+    }
+
+    fn completed(&self) -> u64 {
+        self.load.tally().completed()
     }
 
     fn seen(&self, id: &str) -> Seen {
@@ -174,16 +114,10 @@ impl Load {
             .unwrap_or_default()
     }
 
-    fn describe(&self) -> String {
-        let t = &self.tally;
-        let mut seen: Vec<_> = self.seen.lock().unwrap().clone().into_iter().collect();
+    fn describe(tally: &Tally, seen: &SeenMap) -> String {
+        let mut seen: Vec<_> = seen.lock().unwrap().clone().into_iter().collect();
         seen.sort_by(|a, b| a.0.cmp(&b.0));
-        format!(
-            "{} calls completed, {} failed; instances: {seen:#?}\nerrors:\n  {}",
-            t.completed(),
-            t.failed.load(Ordering::SeqCst),
-            t.errors()
-        )
+        format!("{}; instances: {seen:#?}", tally.describe())
     }
 
     /// Waits (bounded by [`HANG_LIMIT`]) until `cond` holds; panics with what the load saw.
@@ -197,31 +131,23 @@ impl Load {
         assert!(
             polled.is_ok(),
             "timed out after {HANG_LIMIT:?} waiting for {what}; {}",
-            self.describe()
+            Self::describe(self.load.tally(), &self.seen)
         );
     }
 
-    /// Waits for `n` more completed calls.
-    async fn wait_more(&self, n: u64, what: &str) {
-        let target = self.tally.completed() + n;
-        self.wait_for(what, |l| l.tally.completed() >= target).await;
-    }
-
-    /// Stops the callers, waits for them, and takes a last report.
-    async fn stop(mut self, client: &Client) -> Finished {
-        self.stop.store(true, Ordering::SeqCst);
-        within("the load to stop", async {
-            while let Some(joined) = self.tasks.join_next().await {
-                joined.expect("a calling task panicked");
-            }
-        })
-        .await;
+    /// Stops the callers and the reader, and takes a last report.
+    async fn stop(self, client: &Client) -> Finished {
+        let (tally, elapsed) = self.load.stop().await;
+        self.reading.store(false, Ordering::SeqCst);
+        within("the report reader to stop", self.reader)
+            .await
+            .expect("the reader panicked");
         fold(&self.seen, client.instance_report(FIXTURE).await);
         Finished {
-            elapsed: self.started.elapsed(),
-            describe: self.describe(),
-            tally: self.tally,
+            describe: Self::describe(&tally, &self.seen),
             seen: self.seen.lock().unwrap().clone(),
+            tally,
+            elapsed,
         }
     }
 }
@@ -253,15 +179,15 @@ impl Finished {
 
     fn print(&self, phase: &str, baseline: &HashMap<String, Seen>) {
         let (retries, failed_attempts) = self.retries(baseline);
-        let ms = |us: &AtomicU64| us.load(Ordering::SeqCst) as f64 / 1000.0;
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         eprintln!(
             "resilience [{phase}]: {} calls in {:?}; longest call after the fault {:.1} ms \
              (longest overall {:.1} ms); retries ≈ {retries} (attempts beyond one per call), \
              failed attempts {failed_attempts}",
             self.tally.completed(),
             self.elapsed,
-            ms(&self.tally.slowest_after_mark_us),
-            ms(&self.tally.slowest_us),
+            ms(self.tally.slowest_after_mark()),
+            ms(self.tally.slowest()),
         );
     }
 }
@@ -291,23 +217,25 @@ async fn calls_by_name_survive_a_killed_server_and_an_unavailable_one() {
     let client = me.client();
 
     // 1. kill -9 of a server under load.
-    let load = Load::start(&client);
+    let load = Watched::start(&client);
     load.wait_for("the warm-up calls, some to every server", |l| {
-        l.tally.completed() >= WARM_UP
+        l.completed() >= WARM_UP
             && ["fixture@n1", "fixture@n2", "fixture@n3"]
                 .iter()
                 .all(|id| l.seen(id).calls >= PER_INSTANCE_WARM_UP)
     })
     .await;
-    load.tally.marked.store(true, Ordering::SeqCst);
+    load.load.mark();
     n3.kill();
-    let at_kill = load.tally.completed();
+    let at_kill = load.completed();
     // The whole time n3 is dead but still in the client's view, then some more.
     converge(&me, "n3's fixture gone", |r| {
         r.instances(FIXTURE).len() == 2
     })
     .await;
-    load.wait_more(AFTER, "calls after n3 left the view").await;
+    load.load
+        .wait_more(AFTER, "calls after n3 left the view")
+        .await;
     let killed = load.stop(&client).await;
     killed.print("kill -9", &HashMap::new());
     let n3_seen = killed.seen.get("fixture@n3").cloned().unwrap_or_default();
@@ -317,7 +245,7 @@ async fn calls_by_name_survive_a_killed_server_and_an_unavailable_one() {
         n3_seen.last
     );
     assert_eq!(
-        killed.tally.failed.load(Ordering::SeqCst),
+        killed.tally.failed(),
         0,
         "calls failed around the kill -9 of n3: {}",
         killed.describe
@@ -333,10 +261,10 @@ async fn calls_by_name_survive_a_killed_server_and_an_unavailable_one() {
     })
     .await;
     let baseline = report_now(&client).await;
-    let load = Load::start(&client);
-    load.tally.marked.store(true, Ordering::SeqCst);
+    let load = Watched::start(&client);
+    load.load.mark();
     load.wait_for("the client to eject n4", |l| {
-        l.tally.completed() >= WARM_UP && l.seen("fixture@n4").ejected
+        l.completed() >= WARM_UP && l.seen("fixture@n4").ejected
     })
     .await;
     // Its ejection ends, its one probe call fails (and is retried elsewhere): ejected again.
@@ -344,7 +272,8 @@ async fn calls_by_name_survive_a_killed_server_and_an_unavailable_one() {
         l.seen("fixture@n4").ejections >= 2
     })
     .await;
-    load.wait_more(AFTER, "calls after n4's second ejection")
+    load.load
+        .wait_more(AFTER, "calls after n4's second ejection")
         .await;
     let refused = load.stop(&client).await;
     refused.print("unavailable", &baseline);
@@ -354,7 +283,7 @@ async fn calls_by_name_survive_a_killed_server_and_an_unavailable_one() {
         n4_seen.last
     );
     assert_eq!(
-        refused.tally.failed.load(Ordering::SeqCst),
+        refused.tally.failed(),
         0,
         "calls failed while n4 refused every call: {}",
         refused.describe

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use colony::{CallDefaults, Client, Node};
-use colony_tests::load::{Load, Until};
+use colony_tests::load::{idempotent_echo, Load, Until};
 use colony_tests::*;
 use tokio::task::JoinHandle;
 
@@ -134,29 +134,11 @@ async fn a_rolling_restart_under_idempotent_load_fails_no_call() {
 
     let stop_sampling = Arc::new(AtomicBool::new(false));
     let (attempts, sampler) = sample_attempts(&client, stop_sampling.clone());
-    let callers = client.clone();
-    let load = Load::start(CALLERS, Until::Stopped, move |task, i| {
-        let client = callers.clone();
-        async move {
-            let text = format!("{task}-{i}");
-            let reply = client
-                .request(FIXTURE, Echo { text: text.clone() })
-                .idempotent()
-                .retries(RETRIES)
-                .timeout(CALL_TIMEOUT)
-                .await;
-            match reply {
-                Ok(reply) if reply.text == text => Ok(()),
-                Ok(reply) => Err(format!("wrong reply {:?} to {text}", reply.text)),
-                Err(e) => Err(format!(
-                    "code {:?} origin {:?}: {}",
-                    e.code(),
-                    e.origin(),
-                    e.detail()
-                )),
-            }
-        }
-    });
+    let load = Load::start(
+        CALLERS,
+        Until::Stopped,
+        idempotent_echo(&client, RETRIES, CALL_TIMEOUT),
+    );
     load.wait_for("the warm-up calls", |t| t.completed() >= WARM_UP)
         .await;
     for (name, server) in NAMES.iter().zip(&servers) {

@@ -1,10 +1,12 @@
 //! Callers that keep calling until told to stop, and what they saw.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use colony::Client;
 use tokio::task::JoinSet;
 
 use crate::*;
@@ -28,6 +30,9 @@ pub struct Tally {
     failed: AtomicU64,
     errors: Mutex<Vec<String>>,
     slowest_us: AtomicU64,
+    /// Set by [`Load::mark`]: the longest call from then on is kept apart.
+    marked: AtomicBool,
+    slowest_after_mark_us: AtomicU64,
 }
 
 impl Tally {
@@ -49,6 +54,11 @@ impl Tally {
     /// The longest call.
     pub fn slowest(&self) -> Duration {
         Duration::from_micros(self.slowest_us.load(Ordering::SeqCst))
+    }
+
+    /// The longest call that finished after [`Load::mark`].
+    pub fn slowest_after_mark(&self) -> Duration {
+        Duration::from_micros(self.slowest_after_mark_us.load(Ordering::SeqCst))
     }
 
     /// `N calls, F failed` and the first failures, for assertion messages.
@@ -94,6 +104,9 @@ impl Load {
                     let outcome = call(task, i).await;
                     let us = start.elapsed().as_micros() as u64;
                     tally.slowest_us.fetch_max(us, Ordering::SeqCst);
+                    if tally.marked.load(Ordering::SeqCst) {
+                        tally.slowest_after_mark_us.fetch_max(us, Ordering::SeqCst);
+                    }
                     let failed = outcome.is_err();
                     if let Err(e) = outcome {
                         tally
@@ -117,6 +130,11 @@ impl Load {
             tasks,
             started: Instant::now(),
         }
+    }
+
+    /// From now on the longest call is also kept apart (e.g. the calls after a fault).
+    pub fn mark(&self) {
+        self.tally.marked.store(true, Ordering::SeqCst);
     }
 
     /// What the callers saw so far.
@@ -164,5 +182,38 @@ impl Load {
         self.stop.store(true, Ordering::SeqCst);
         self.wait_all_stopped("the callers to stop").await;
         (self.tally, self.started.elapsed())
+    }
+}
+
+/// A call for [`Load::start`]: `Echo` of `fixture` by name, idempotent, with `retries` and the
+/// `timeout` for all attempts; a wrong reply or an error is a failure, described with its code
+/// and origin.
+pub fn idempotent_echo(
+    client: &Client,
+    retries: u32,
+    timeout: Duration,
+) -> impl Fn(usize, u64) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync {
+    let client = client.clone();
+    move |task, i| {
+        let client = client.clone();
+        Box::pin(async move {
+            let text = format!("{task}-{i}");
+            let reply = client
+                .request(FIXTURE, Echo { text: text.clone() })
+                .idempotent()
+                .retries(retries)
+                .timeout(timeout)
+                .await;
+            match reply {
+                Ok(reply) if reply.text == text => Ok(()),
+                Ok(reply) => Err(format!("wrong reply {:?} to {text}", reply.text)),
+                Err(e) => Err(format!(
+                    "code {:?} origin {:?}: {}",
+                    e.code(),
+                    e.origin(),
+                    e.detail()
+                )),
+            }
+        })
     }
 }
