@@ -212,6 +212,13 @@ impl LocalServices {
         }
     }
 
+    /// True if `service` is the one serving `name` now (not stopped, failed or replaced).
+    pub(crate) fn is_serving(&self, name: &str, service: &Arc<dyn LocalService>) -> bool {
+        self.by_name
+            .get(name)
+            .is_some_and(|current| Arc::ptr_eq(current.value(), service))
+    }
+
     /// Removes `name` only if it is still `service` (not a newer service of the same name).
     pub(crate) fn remove_if_same(&self, name: &str, service: &Arc<dyn LocalService>) -> bool {
         self.by_name

@@ -120,19 +120,7 @@ impl ServiceRef {
                 format!("service {} did not scale to {count}", self.name),
             ));
         }
-        // Only while it is still this incarnation that serves: a service stopped or failed
-        // meanwhile must not come back into gossip.
-        let current = || {
-            host.services()
-                .get(&self.name)
-                .is_some_and(|(_, s)| Arc::ptr_eq(&s, &service))
-        };
-        if current() {
-            host.membership().publish(&self.name, &service.ad()).await;
-            if !current() {
-                host.membership().withdraw(&self.name).await;
-            }
-        }
+        advertise(host.as_ref(), &self.name, &service).await;
         Ok(())
     }
 
@@ -167,6 +155,19 @@ impl ServiceRef {
         if let Some(service) = shared.services().remove(&self.name) {
             shared.local_changed(&self.name);
             stop_service(service.as_ref(), STOP_GRACE).await;
+        }
+    }
+}
+
+/// Advertises `service` in gossip while it is still the incarnation serving `name`: one that
+/// failed or was stopped meanwhile must not come back into gossip (and if that happens during
+/// the publish, the advert is taken back).
+pub(crate) async fn advertise(host: &dyn Host, name: &str, service: &Arc<dyn LocalService>) {
+    let serving = || host.services().is_serving(name, service);
+    if serving() {
+        host.membership().publish(name, &service.ad()).await;
+        if !serving() {
+            host.membership().withdraw(name).await;
         }
     }
 }

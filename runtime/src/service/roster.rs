@@ -142,11 +142,6 @@ impl Entry {
             service.supervisor().stop(None);
             return Err(e);
         }
-        let serving = || {
-            host.services()
-                .get(&self.name)
-                .is_some_and(|(_, s)| Arc::ptr_eq(&s, &service))
-        };
         if !host.roster().is_current(self) {
             // Stopped between the check and the insert: undo.
             host.services().remove_if_same(&self.name, &service);
@@ -162,17 +157,13 @@ impl Entry {
             // Only if nothing happened to it meanwhile: its first call may already have failed
             // it past its budget, and that failure must stand.
             let mut record = self.record();
-            if record.phase == Phase::Starting && serving() {
+            if record.phase == Phase::Starting && host.services().is_serving(&self.name, &service) {
                 record.phase = Phase::Running;
                 record.started_at = Instant::now();
             }
         }
         if self.advertise {
-            host.membership().publish(&self.name, &service.ad()).await;
-            if !serving() {
-                // Failed or stopped while it was being advertised: take the advert back.
-                host.membership().withdraw(&self.name).await;
-            }
+            super::advertise(host.as_ref(), &self.name, &service).await;
         }
         Ok(())
     }
