@@ -71,18 +71,39 @@ impl Broker {
             return Ok(Published::default());
         }
         let subject_str: Arc<str> = subject.as_str().into();
+        // One copy per node: which subscriptions it is for, and in which codec.
         let mut local = Vec::new();
         let mut remote: BTreeMap<SocketAddr, Copy> = BTreeMap::new();
+        for target in &targets {
+            match target {
+                Target::Local(sub) => local.push(sub.clone()),
+                Target::Remote(sub) => remote.entry(sub.addr).or_default().json |= sub.json,
+            }
+        }
+        // Encoded at most once per codec, before anything is tracked or sent: a too-large
+        // event fails whole, and nobody gets it.
+        let mut bodies: [Option<Bytes>; 2] = [None, None];
+        for copy in remote.values() {
+            let slot = &mut bodies[usize::from(copy.json)];
+            if slot.is_none() {
+                *slot = Some(self.encode(&payload, codec(copy.json))?);
+            }
+        }
+        let reliable = targets.iter().filter(|t| t.at_least_once()).count();
+        if reliable > 0 {
+            self.outbox.room(reliable, deadline).await?;
+        }
+        let mut local_acks = Vec::with_capacity(local.len());
         for target in &targets {
             let ack = target
                 .at_least_once()
                 .then(|| self.track(&subject, &payload, &metadata, target));
             match target {
-                Target::Local(sub) => local.push((sub.clone(), ack)),
+                Target::Local(_) => local_acks.push(ack),
                 Target::Remote(sub) => {
-                    let copy = remote.entry(sub.addr).or_default();
-                    copy.json |= sub.json;
-                    copy.targets.push(WireTarget { sub: sub.id, ack });
+                    if let Some(copy) = remote.get_mut(&sub.addr) {
+                        copy.targets.push(WireTarget { sub: sub.id, ack });
+                    }
                 }
             }
         }
@@ -91,36 +112,7 @@ impl Broker {
             subscriptions: targets.len(),
         };
         drop(targets);
-        // Encoded at most once per codec, before anything is sent: a too-large event fails
-        // whole.
-        let mut bodies: [Option<Bytes>; 2] = [None, None];
-        let mut frames = Vec::with_capacity(remote.len());
-        for (addr, copy) in remote {
-            let content_type = if copy.json {
-                ContentType::Json
-            } else {
-                ContentType::Bincode
-            };
-            let slot = &mut bodies[usize::from(copy.json)];
-            let body = match slot {
-                Some(body) => body.clone(),
-                None => slot.insert(self.encode(&payload, content_type)?).clone(),
-            };
-            let header = EventHeader {
-                subject: subject_str.to_string(),
-                content_type,
-                reply_to: copy
-                    .targets
-                    .iter()
-                    .any(|t| t.ack.is_some())
-                    .then_some(self.addr),
-                targets: copy.targets,
-                timeout_ms: millis(deadline),
-                metadata: metadata.clone(),
-            };
-            frames.push((addr, frame::event(&header, &body)?));
-        }
-        for (sub, ack) in local {
+        for (sub, ack) in local.into_iter().zip(local_acks) {
             let ack = ack.map(|(id, attempt)| AckTo {
                 id,
                 attempt,
@@ -135,22 +127,44 @@ impl Broker {
             };
             self.push_local(&sub, delivery, deadline).await?;
         }
-        for (addr, frame) in frames {
-            let link = self.link(addr);
-            match tokio::time::timeout_at(deadline.into(), link.send(Outgoing::Event(frame))).await {
-                Ok(Ok(())) => {}
-                Ok(Err(())) => {
-                    return Err(Error::client(
-                        Code::Unavailable,
-                        format!("the link to {addr} closed (node shutting down)"),
-                    ))
+        for (addr, copy) in remote {
+            let body = bodies[usize::from(copy.json)].clone().unwrap_or_default();
+            let acks: Vec<(u64, u32)> = copy.targets.iter().filter_map(|t| t.ack).collect();
+            let header = EventHeader {
+                subject: subject_str.to_string(),
+                content_type: codec(copy.json),
+                reply_to: (!acks.is_empty()).then_some(self.addr),
+                targets: copy.targets,
+                timeout_ms: millis(deadline),
+                metadata: metadata.clone(),
+            };
+            let sent = match frame::event(&header, &body) {
+                Ok(framed) => {
+                    let link = self.link(addr);
+                    match tokio::time::timeout_at(deadline.into(), link.send(Outgoing::Event(framed)))
+                        .await
+                    {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(())) => Err(Error::client(
+                            Code::Unavailable,
+                            format!("the link to {addr} closed (node shutting down)"),
+                        )),
+                        Err(_) => Err(Error::client(
+                            Code::Timeout,
+                            format!("subscribers on {addr} did not take the event before the deadline: their buffers are full"),
+                        )),
+                    }
                 }
-                Err(_) => {
-                    return Err(Error::client(
-                        Code::Timeout,
-                        format!("subscribers on {addr} did not take the event before the deadline: their buffers are full"),
-                    ))
+                Err(e) => Err(e),
+            };
+            if let Err(e) = sent {
+                // Tracked but never sent: fail those attempts now, so they are retried after
+                // their backoff rather than at their ack deadline.
+                for (id, attempt) in acks {
+                    let to = AckTo { id, attempt, origin: None };
+                    self.answer(to, Err(e.detail().to_string()));
                 }
+                return Err(e);
             }
         }
         Ok(published)
@@ -414,11 +428,7 @@ impl Broker {
                 let _ = self.push_local(&sub, delivery, deadline).await;
             }
             Some(Target::Remote(sub)) => {
-                let content_type = if sub.json {
-                    ContentType::Json
-                } else {
-                    ContentType::Bincode
-                };
+                let content_type = codec(sub.json);
                 let framed = self.encode(&view.payload, content_type).and_then(|body| {
                     frame::event(
                         &EventHeader {
@@ -555,6 +565,14 @@ impl Broker {
         if let Err(e) = published {
             tracing::warn!(node = %self.node, subject = %subject.as_str(), error = %e, "dead letter could not be published");
         }
+    }
+}
+
+fn codec(json: bool) -> ContentType {
+    if json {
+        ContentType::Json
+    } else {
+        ContentType::Bincode
     }
 }
 

@@ -47,7 +47,7 @@ pub use routes::SubscriptionInfo;
 pub(crate) use routes::{ClusterSubscriptions, SubscriptionAd};
 pub use subscription::SubscriptionStats;
 pub(crate) use subscription::{
-    AckSink, AckTo, Completion, LocalSubscription, Port, Refusal, Terms,
+    AckSink, AckTo, Completion, LocalSubscription, Port, Refusal, Terms, WINDOW_PER_INSTANCE,
 };
 
 use link::Link;

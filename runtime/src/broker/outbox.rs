@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 
 use super::event::Payload;
 use crate::context::Metadata;
+use crate::error::{Code, Error};
 
 /// Where an attempt went.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +67,14 @@ struct State {
     tracked: HashMap<u64, Tracked>,
     /// Retries waiting for their backoff: (when, id, attempt).
     retries: BTreeSet<(Instant, u64, u32)>,
+    /// When the outbox task means to look next: a new ack deadline earlier than that wakes it.
+    planned: Option<Instant>,
 }
+
+/// At-least-once deliveries a node keeps unacknowledged at most: past it, publishes wait
+/// (within their deadline), so a publisher that outruns its subscribers' acks is slowed
+/// rather than growing this without bound.
+pub(crate) const MAX_UNACKED: usize = 64 * 1024;
 
 /// Unacknowledged at-least-once deliveries of this node's publishes.
 #[derive(Default)]
@@ -74,6 +82,8 @@ pub(crate) struct Outbox {
     state: Mutex<State>,
     /// Wakes the outbox task: a retry was scheduled, or an ack deadline set.
     pub(crate) wake: Notify,
+    /// Wakes publishers waiting for room.
+    room: Notify,
 }
 
 impl Outbox {
@@ -81,22 +91,52 @@ impl Outbox {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Waits until `n` more deliveries fit under [`MAX_UNACKED`], or `deadline`.
+    pub(crate) async fn room(&self, n: usize, deadline: Instant) -> Result<(), Error> {
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            let unacked = self.len();
+            if unacked + n <= MAX_UNACKED || unacked == 0 {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline.into(), room).await.is_err() {
+                return Err(Error::client(
+                    Code::Timeout,
+                    format!("{unacked} at-least-once deliveries wait for acknowledgements: the publisher is ahead of its subscribers"),
+                ));
+            }
+        }
+    }
+
     /// Starts tracking delivery `id`; returns its first attempt number (1).
     pub(crate) fn track(&self, id: u64, tracked: Tracked) -> u32 {
         let mut state = self.lock();
         let policy = tracked.policy;
-        let was_idle = state.tracked.is_empty();
         state.tracked.insert(id, tracked);
+        let now = Instant::now();
         let attempt = state
             .inflight
             .entry(policy)
             .or_insert_with(|| InFlight::new(policy))
-            .sent(id, Instant::now());
+            .sent(id, now);
+        let wake = state.planned.is_none_or(|at| now + policy.ack_wait < at);
+        if wake {
+            state.planned = Some(now + policy.ack_wait);
+        }
         drop(state);
-        if was_idle {
+        if wake {
             self.wake.notify_one();
         }
         attempt
+    }
+
+    /// A delivery is done (acknowledged or dead-lettered): a waiting publisher may go on.
+    fn removed(&self, state: &State) {
+        if state.tracked.len() + 1 == MAX_UNACKED || state.tracked.is_empty() {
+            self.room.notify_waiters();
+        }
     }
 
     /// Attempt `attempt` of `id` went to `sent` (a redelivery); returns the attempt number the
@@ -137,6 +177,7 @@ impl Outbox {
             Ok(()) => {
                 if inflight.acked(&id, attempt) {
                     state.tracked.remove(&id);
+                    self.removed(&state);
                 }
                 None
             }
@@ -146,6 +187,7 @@ impl Outbox {
                     t.last_error = error;
                 }
                 let due = Self::schedule(&mut state, id, retry);
+                self.removed(&state);
                 drop(state);
                 self.wake.notify_one();
                 due
@@ -195,6 +237,7 @@ impl Outbox {
                 due.extend(Self::schedule(&mut state, id, retry));
             }
         }
+        self.removed(&state);
         drop(state);
         self.wake.notify_one();
         due
@@ -227,15 +270,17 @@ impl Outbox {
                 due.push(Due::Resend { id });
             }
         }
+        self.removed(&state);
         due
     }
 
-    /// When the outbox task should look again.
+    /// When the outbox task should look again (and remembers it, see `track`).
     pub(crate) fn next_due(&self) -> Option<Instant> {
-        let state = self.lock();
+        let mut state = self.lock();
         let retry = state.retries.first().map(|(at, _, _)| *at);
         let ack = state.inflight.values().filter_map(InFlight::next_due).min();
-        retry.into_iter().chain(ack).min()
+        state.planned = retry.into_iter().chain(ack).min();
+        state.planned
     }
 
     /// Deliveries not yet acknowledged.

@@ -21,8 +21,9 @@ use super::event::Payload;
 use crate::context::{Context, Metadata};
 use crate::error::{Code, Error};
 
-/// Events a subscription keeps in its service's mailboxes at once, per instance.
-const WINDOW_PER_INSTANCE: usize = 64;
+/// Events a subscription keeps in its service's mailboxes at once, per instance (fewer if
+/// the mailbox is smaller): enough that an instance never waits for the next one.
+pub(crate) const WINDOW_PER_INSTANCE: usize = 64;
 
 /// How long an at-most-once event may wait in a mailbox before it is skipped.
 const AT_MOST_ONCE_DEADLINE: Duration = Duration::from_secs(3600);
@@ -136,7 +137,7 @@ impl LocalSubscription {
         id: u64,
         service: Arc<str>,
         terms: Terms,
-        instances: usize,
+        window: usize,
         port: Box<dyn Port>,
         acks: Arc<dyn AckSink>,
     ) -> Arc<Self> {
@@ -148,7 +149,7 @@ impl LocalSubscription {
             port,
             acks,
             in_handler: AtomicUsize::new(0),
-            window: instances.max(1) * WINDOW_PER_INSTANCE,
+            window: window.max(1),
             closed: AtomicBool::new(false),
             ready: Notify::new(),
             room: Notify::new(),
