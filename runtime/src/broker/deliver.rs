@@ -77,7 +77,9 @@ impl Broker {
         for target in &targets {
             match target {
                 Target::Local(sub) => local.push(sub.clone()),
-                Target::Remote(sub) => remote.entry(sub.addr).or_default().json |= sub.json,
+                Target::Remote(sub) => {
+                    remote.entry(sub.addr).or_default().json |= sub.json || payload.is_json()
+                }
             }
         }
         // Encoded at most once per codec, before anything is tracked or sent: a too-large
@@ -161,7 +163,11 @@ impl Broker {
                 // Tracked but never sent: fail those attempts now, so they are retried after
                 // their backoff rather than at their ack deadline.
                 for (id, attempt) in acks {
-                    let to = AckTo { id, attempt, origin: None };
+                    let to = AckTo {
+                        id,
+                        attempt,
+                        origin: None,
+                    };
                     self.answer(to, Err(e.detail().to_string()));
                 }
                 return Err(e);
@@ -228,7 +234,7 @@ impl Broker {
                 node: self.node.as_str().into(),
                 service: sub.service.clone(),
                 pattern: sub.terms.pattern.as_str().into(),
-                dead_letter: Some(sub.terms.dead_letter.clone()),
+                dead_letter: sub.terms.dead_letter.clone(),
                 sent: Sent::Local { id: sub.id },
                 last_error: String::new(),
             },
@@ -428,7 +434,7 @@ impl Broker {
                 let _ = self.push_local(&sub, delivery, deadline).await;
             }
             Some(Target::Remote(sub)) => {
-                let content_type = codec(sub.json);
+                let content_type = codec(sub.json || view.payload.is_json());
                 let framed = self.encode(&view.payload, content_type).and_then(|body| {
                     frame::event(
                         &EventHeader {

@@ -108,15 +108,25 @@ impl Payload {
                 content_type: ct,
                 body,
             } if *ct == content_type => Ok(body.clone()),
+            // Without the Rust type, bytes cannot change codec faithfully (bincode of a JSON
+            // value is not bincode of the struct): such payloads travel as they came.
             Payload::Encoded {
-                content_type: ct,
-                body,
-            } => {
-                // Only JSON can be re-encoded without the Rust type: as a JSON value.
-                let value: serde_json::Value = ct.decode(body)?;
-                content_type.encode(&value).map(Bytes::from)
-            }
+                content_type: ct, ..
+            } => Err(Error::internal(format!(
+                "an event published as {ct} cannot be sent as {content_type}"
+            ))),
         }
+    }
+
+    /// True for an event published as JSON (without Rust types): it travels as JSON.
+    pub(crate) fn is_json(&self) -> bool {
+        matches!(
+            self,
+            Payload::Encoded {
+                content_type: ContentType::Json,
+                ..
+            }
+        )
     }
 
     /// The payload as an `E`: a clone of the published value when it is one, else decoded.

@@ -101,7 +101,10 @@ impl Outbox {
             if unacked + n <= MAX_UNACKED || unacked == 0 {
                 return Ok(());
             }
-            if tokio::time::timeout_at(deadline.into(), room).await.is_err() {
+            if tokio::time::timeout_at(deadline.into(), room)
+                .await
+                .is_err()
+            {
                 return Err(Error::client(
                     Code::Timeout,
                     format!("{unacked} at-least-once deliveries wait for acknowledgements: the publisher is ahead of its subscribers"),
@@ -313,5 +316,104 @@ impl TrackedView {
             pattern: t.pattern.clone(),
             sent: t.sent.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn tracked(sent: Sent, max_attempts: u32) -> Tracked {
+        Tracked {
+            subject: Subject::new("orders.created").unwrap(),
+            payload: Payload::Encoded {
+                content_type: crate::codec::ContentType::Json,
+                body: bytes::Bytes::from_static(b"{}"),
+            },
+            metadata: Metadata::default(),
+            policy: Redelivery {
+                ack_wait: Duration::from_secs(30),
+                max_attempts,
+                backoff: Duration::ZERO,
+                max_backoff: Duration::ZERO,
+            },
+            group: None,
+            node: "b".into(),
+            service: "billing".into(),
+            pattern: "orders.*".into(),
+            dead_letter: Some(Subject::new("colony.dead.billing").unwrap()),
+            sent,
+            last_error: String::new(),
+        }
+    }
+
+    fn remote(port: u16) -> Sent {
+        Sent::Remote {
+            addr: ([127, 0, 0, 1], port).into(),
+            id: 1,
+        }
+    }
+
+    #[test]
+    fn an_ack_of_the_current_attempt_ends_the_delivery_and_a_late_one_changes_nothing() {
+        let outbox = Outbox::default();
+        assert_eq!(outbox.track(1, tracked(remote(7000), 3)), 1);
+        assert!(outbox.answered(1, 2, Ok(())).is_none());
+        assert_eq!(outbox.len(), 1, "an ack for an attempt not sent is ignored");
+        assert!(outbox.answered(1, 1, Ok(())).is_none());
+        assert_eq!(outbox.len(), 0);
+    }
+
+    #[test]
+    fn failures_are_retried_then_dead_lettered_with_the_last_error() {
+        let outbox = Outbox::default();
+        outbox.track(1, tracked(Sent::Local { id: 9 }, 2));
+        assert!(outbox.answered(1, 1, Err("boom".into())).is_none());
+        let due = outbox.due(Instant::now() + Duration::from_millis(1));
+        assert!(matches!(due.as_slice(), [Due::Resend { id: 1 }]));
+        let (attempt, _) = outbox.resent(1, Sent::Local { id: 9 }).unwrap();
+        assert_eq!(attempt, 2);
+        match outbox.answered(1, 2, Err("boom again".into())) {
+            Some(Due::DeadLetter { tracked, attempts }) => {
+                assert_eq!(attempts, 2);
+                assert_eq!(tracked.last_error, "boom again");
+            }
+            _ => panic!("the last failed attempt dead-letters"),
+        }
+        assert_eq!(outbox.len(), 0);
+    }
+
+    #[test]
+    fn a_node_leaving_fails_only_the_attempts_in_flight_to_it() {
+        let outbox = Outbox::default();
+        outbox.track(1, tracked(remote(7000), 5));
+        outbox.track(2, tracked(remote(7001), 5));
+        assert!(outbox.node_gone(([127, 0, 0, 1], 7000).into()).is_empty());
+        let due = outbox.due(Instant::now() + Duration::from_millis(1));
+        assert!(
+            matches!(due.as_slice(), [Due::Resend { id: 1 }]),
+            "only the delivery to the gone node is resent"
+        );
+        assert_eq!(outbox.view(1).unwrap().sent, Sent::Nowhere);
+        assert_eq!(outbox.view(2).unwrap().sent, remote(7001));
+    }
+
+    #[test]
+    fn an_overdue_ack_fails_the_attempt() {
+        let outbox = Outbox::default();
+        outbox.track(1, tracked(remote(7000), 5));
+        assert!(outbox.due(Instant::now()).is_empty(), "not overdue yet");
+        let later = Instant::now() + Duration::from_secs(31);
+        // No backoff in this policy: the retry is due as soon as the attempt has failed.
+        assert!(matches!(
+            outbox.due(later).as_slice(),
+            [Due::Resend { id: 1 }]
+        ));
+        assert!(
+            outbox.next_due().is_none(),
+            "nothing in flight until it is resent"
+        );
     }
 }

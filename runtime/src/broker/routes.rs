@@ -24,7 +24,8 @@ pub(crate) struct SubscriptionAd {
     /// At-least-once: the subscriber's redelivery terms, which the publisher applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) redelivery: Option<RedeliveryAd>,
-    pub(crate) dead_letter: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) dead_letter: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,7 +67,11 @@ impl SubscriptionAd {
             queue: sub.terms.queue.as_deref().map(str::to_string),
             json: sub.terms.json,
             redelivery: sub.terms.redelivery.map(Into::into),
-            dead_letter: sub.terms.dead_letter.as_str().to_string(),
+            dead_letter: sub
+                .terms
+                .dead_letter
+                .as_ref()
+                .map(|s| s.as_str().to_string()),
         }
     }
 }
@@ -131,7 +136,7 @@ impl ClusterSubscriptions {
             queue: ad.queue.map(Into::into),
             json: ad.json,
             redelivery: ad.redelivery.map(Into::into),
-            dead_letter: Subject::new(&ad.dead_letter).ok(),
+            dead_letter: ad.dead_letter.as_deref().and_then(|s| Subject::new(s).ok()),
         });
     }
 

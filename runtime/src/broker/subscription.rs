@@ -43,8 +43,8 @@ pub(crate) struct Terms {
     pub(crate) overflow: Overflow,
     /// Receive events as JSON (subscribers without Rust types: the CLI).
     pub(crate) json: bool,
-    /// Where at-least-once events go after their last attempt.
-    pub(crate) dead_letter: Subject,
+    /// Where at-least-once events go after their last attempt (`None` for at-most-once).
+    pub(crate) dead_letter: Option<Subject>,
 }
 
 /// Where and what to acknowledge for an at-least-once event.

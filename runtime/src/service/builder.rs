@@ -16,8 +16,7 @@ use super::subscribing::{PortFn, Subscribing, SubscriptionSpec};
 use super::Host;
 use super::ServiceRef;
 use crate::broker::{
-    next_subscription_id, AckSink, Event, LocalSubscription, Subscriber, Terms,
-    WINDOW_PER_INSTANCE,
+    next_subscription_id, AckSink, Event, LocalSubscription, Subscriber, Terms, WINDOW_PER_INSTANCE,
 };
 use crate::error::{Code, Error};
 use crate::layer::ServeLayer;
