@@ -5,7 +5,7 @@ use std::any::Any;
 use std::future::Future;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -88,6 +88,7 @@ pub(crate) enum Payload {
 pub(crate) trait LocalEvent: Send + Sync {
     fn as_any(&self) -> &dyn Any;
     fn encode(&self, content_type: ContentType) -> Result<Vec<u8>, Error>;
+    fn encode_into(&self, content_type: ContentType, out: &mut BytesMut) -> Result<(), Error>;
 }
 
 impl<E: Event> LocalEvent for E {
@@ -96,6 +97,9 @@ impl<E: Event> LocalEvent for E {
     }
     fn encode(&self, content_type: ContentType) -> Result<Vec<u8>, Error> {
         content_type.encode(self)
+    }
+    fn encode_into(&self, content_type: ContentType, out: &mut BytesMut) -> Result<(), Error> {
+        content_type.encode_into(self, out)
     }
 }
 
@@ -115,6 +119,21 @@ impl Payload {
             } => Err(Error::internal(format!(
                 "an event published as {ct} cannot be sent as {content_type}"
             ))),
+        }
+    }
+
+    /// Appends the payload's bytes in `content_type` to `out`.
+    pub(crate) fn encode_into(
+        &self,
+        content_type: ContentType,
+        out: &mut BytesMut,
+    ) -> Result<(), Error> {
+        match self {
+            Payload::Local(value) => value.encode_into(content_type, out),
+            Payload::Encoded { .. } => {
+                out.extend_from_slice(&self.encode(content_type)?);
+                Ok(())
+            }
         }
     }
 

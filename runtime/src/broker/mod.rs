@@ -22,6 +22,8 @@ mod link;
 mod local;
 mod outbox;
 mod publish;
+mod redeliver;
+mod resolve;
 mod routes;
 mod subscription;
 
@@ -76,6 +78,7 @@ pub(crate) struct Broker {
     services: Arc<LocalServices>,
     registry: Registry,
     links: DashMap<SocketAddr, Link>,
+    routes: resolve::Routes,
     outbox: Outbox,
     /// Delivery ids for at-least-once events.
     next_delivery: AtomicU64,
@@ -108,6 +111,7 @@ impl Broker {
             services,
             registry,
             links: DashMap::new(),
+            routes: resolve::Routes::default(),
             outbox: Outbox::default(),
             next_delivery: AtomicU64::new(1),
             rotation: AtomicU64::new(0),

@@ -140,21 +140,18 @@ impl ClusterSubscriptions {
         });
     }
 
-    /// The subscriptions of nodes other than `this` that `subject` reaches: plain ones, and
-    /// the members of each queue group.
+    /// The subscriptions of nodes other than `this` that `subject` reaches, by index: plain
+    /// ones, and the members of each queue group.
     pub(crate) fn matches(
         &self,
         subject: &Subject,
         this: &str,
-    ) -> (
-        Vec<&RemoteSubscription>,
-        BTreeMap<Arc<str>, Vec<&RemoteSubscription>>,
-    ) {
+    ) -> (Vec<usize>, BTreeMap<Arc<str>, Vec<usize>>) {
         if self.subs.is_empty() {
             return (Vec::new(), BTreeMap::new());
         }
         let found = self.table.matches(subject);
-        let others = |i: &usize| Some(&self.subs[*i]).filter(|s| &*s.node != this);
+        let others = |i: &usize| Some(*i).filter(|i| &*self.subs[*i].node != this);
         let plain = found.plain.iter().filter_map(others).collect();
         let groups = found
             .groups
@@ -164,7 +161,8 @@ impl ClusterSubscriptions {
         (plain, groups)
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.subs.is_empty()
+    /// The subscription at `index` (from [`matches`](Self::matches)).
+    pub(crate) fn get(&self, index: usize) -> &RemoteSubscription {
+        &self.subs[index]
     }
 }
