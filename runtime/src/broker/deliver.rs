@@ -92,7 +92,7 @@ impl Broker {
             &payload,
             &metadata,
             &copies,
-            deadline,
+            timeout,
         )?;
         if !reliable.is_empty() {
             self.outbox.room(reliable.len(), deadline).await?;
@@ -148,8 +148,9 @@ impl Broker {
         payload: &Payload,
         metadata: &Metadata,
         copies: &[Copy],
-        deadline: Instant,
+        timeout: Duration,
     ) -> Result<Vec<Bytes>, Error> {
+        let timeout_ms = timeout.as_millis().min(u128::from(u32::MAX)) as u32;
         let mut bodies: [Option<Bytes>; 2] = [None, None];
         let mut frames = Vec::with_capacity(copies.len());
         for copy in copies {
@@ -163,7 +164,7 @@ impl Broker {
                     .iter()
                     .any(|t| t.ack.is_some())
                     .then_some(self.addr),
-                timeout_ms: millis(deadline),
+                timeout_ms,
                 metadata: Cow::Borrowed(metadata),
             };
             let mut framed = frame::begin_event(&header, 128)?;

@@ -242,15 +242,18 @@ impl LocalSubscription {
                 continue;
             }
             self.room.notify_waiters();
+            // One clock read per batch: the events' deadlines are counted from when they
+            // leave the buffer.
+            let now = Instant::now();
             for delivery in batch {
-                self.dispatch(delivery).await;
+                self.dispatch(delivery, now).await;
             }
         }
     }
 
     /// Hands one event to an instance, waiting while none can take it (at-most-once), or
     /// failing the attempt so the publisher redelivers (at-least-once).
-    async fn dispatch(self: &Arc<Self>, delivery: Delivery) {
+    async fn dispatch(self: &Arc<Self>, delivery: Delivery, now: Instant) {
         let mut completion = Completion {
             sub: self.clone(),
             ack: delivery.ack,
@@ -261,7 +264,7 @@ impl LocalSubscription {
         loop {
             match self
                 .port
-                .dispatch(&delivery.payload, completion, self.context(&delivery))
+                .dispatch(&delivery.payload, completion, self.context(&delivery, now))
             {
                 Ok(()) => return,
                 Err((Refusal::Undecodable(e), back)) => {
@@ -288,10 +291,10 @@ impl LocalSubscription {
         }
     }
 
-    fn context(&self, delivery: &Delivery) -> Context {
+    fn context(&self, delivery: &Delivery, now: Instant) -> Context {
         let (deadline, attempt) = match (delivery.ack, self.terms.redelivery) {
-            (Some(ack), Some(policy)) => (Instant::now() + policy.ack_wait, ack.attempt),
-            _ => (Instant::now() + AT_MOST_ONCE_DEADLINE, 1),
+            (Some(ack), Some(policy)) => (now + policy.ack_wait, ack.attempt),
+            _ => (now + AT_MOST_ONCE_DEADLINE, 1),
         };
         Context {
             service: self.service.clone(),
@@ -320,6 +323,7 @@ impl LocalSubscription {
         self.ready.notify_one();
         self.handled.notify_one();
         self.room.notify_waiters();
+        let now = Instant::now();
         for delivery in left {
             let completion = Completion {
                 sub: self.clone(),
@@ -330,7 +334,7 @@ impl LocalSubscription {
             self.in_handler.fetch_add(1, Ordering::AcqRel);
             if let Err((_, back)) =
                 self.port
-                    .dispatch(&delivery.payload, completion, self.context(&delivery))
+                    .dispatch(&delivery.payload, completion, self.context(&delivery, now))
             {
                 back.finish(Err(Error::server(Code::Unavailable, "unsubscribed")));
             }
