@@ -10,6 +10,8 @@
 //! - [`ChildNode`]: a node in another OS process, killed when the guard drops (or stopped
 //!   gracefully with SIGTERM).
 //! - [`load::Load`]: callers that keep calling until stopped, and what they saw.
+//! - Pub/sub: the [`Job`] event and the [`Recorder`] subscriber, which tells what it handled
+//!   through the [`Received`] call.
 
 use std::time::Duration;
 
@@ -23,10 +25,12 @@ mod fixture;
 pub mod load;
 mod nodes;
 mod process;
+mod pubsub;
 mod raw;
 pub mod selection;
 
 pub use fixture::*;
 pub use nodes::*;
 pub use process::*;
+pub use pubsub::*;
 pub use raw::*;

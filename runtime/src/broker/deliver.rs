@@ -87,13 +87,7 @@ impl Broker {
                 }
             }
         }
-        let frames = self.frames(
-            route.subject.as_str(),
-            &payload,
-            &metadata,
-            &copies,
-            timeout,
-        )?;
+        let frames = self.frames(route.subject.as_str(), &payload, &metadata, &copies)?;
         if !reliable.is_empty() {
             self.outbox.room(reliable.len(), deadline).await?;
             for (id, target) in reliable {
@@ -119,7 +113,7 @@ impl Broker {
                         origin: None,
                     }),
                 };
-                self.push_local(&sub, delivery, deadline).await?;
+                self.push_local(&sub, delivery, Some(deadline)).await?;
             }
         }
         for (copy, framed) in copies.iter().zip(frames) {
@@ -148,9 +142,7 @@ impl Broker {
         payload: &Payload,
         metadata: &Metadata,
         copies: &[Copy],
-        timeout: Duration,
     ) -> Result<Vec<Bytes>, Error> {
-        let timeout_ms = timeout.as_millis().min(u128::from(u32::MAX)) as u32;
         let mut bodies: [Option<Bytes>; 2] = [None, None];
         let mut frames = Vec::with_capacity(copies.len());
         for copy in copies {
@@ -164,7 +156,6 @@ impl Broker {
                     .iter()
                     .any(|t| t.ack.is_some())
                     .then_some(self.addr),
-                timeout_ms,
                 metadata: Cow::Borrowed(metadata),
             };
             let mut framed = frame::begin_event(&header, 128)?;
@@ -283,7 +274,7 @@ impl Broker {
         &self,
         sub: &LocalSubscription,
         delivery: Delivery,
-        deadline: Instant,
+        deadline: Option<Instant>,
     ) -> Result<(), Error> {
         match sub.push(delivery, deadline).await {
             Ok(()) => Ok(()),
@@ -350,7 +341,6 @@ impl Broker {
 
     /// One event from another node, for the subscriptions it names.
     async fn receive(&self, header: EventHeader<'_>, body: Bytes, from: SocketAddr) {
-        let deadline = Instant::now() + Duration::from_millis(u64::from(header.timeout_ms));
         let subject: Arc<str> = header.subject.into();
         let payload = Payload::Encoded {
             content_type: header.content_type,
@@ -382,10 +372,11 @@ impl Broker {
                 from: Some(from),
                 ack,
             };
-            // A full blocking buffer holds the link (and so the publisher) until the
-            // publisher's deadline; past it the event is dropped here, as the publisher
-            // was told.
-            let _ = self.push_local(&sub, delivery, deadline).await;
+            // A full blocking buffer holds the link until it has room (or the subscription
+            // ends): the publisher was told the event was sent, so it is not dropped here.
+            // The publisher is slowed instead: its link's queue fills, then its publishes
+            // wait and time out.
+            let _ = self.push_local(&sub, delivery, None).await;
         }
     }
 }
@@ -396,12 +387,4 @@ pub(super) fn codec(json: bool) -> ContentType {
     } else {
         ContentType::Bincode
     }
-}
-
-/// What is left until `deadline`, in ms, for the wire.
-pub(super) fn millis(deadline: Instant) -> u32 {
-    deadline
-        .saturating_duration_since(Instant::now())
-        .as_millis()
-        .min(u128::from(u32::MAX)) as u32
 }

@@ -52,9 +52,6 @@ pub(crate) struct EventHeader<'a> {
     pub(crate) targets: Cow<'a, [WireTarget]>,
     /// The publisher's node, where acknowledgements go (set when a target wants one).
     pub(crate) reply_to: Option<SocketAddr>,
-    /// How long the receiver may wait for room in a full (blocking) buffer: what is left of
-    /// the publisher's deadline. Relative, so clocks need not agree.
-    pub(crate) timeout_ms: u32,
     pub(crate) metadata: Cow<'a, Metadata>,
 }
 
@@ -288,7 +285,6 @@ mod tests {
                 ack: Some((42, 2)),
             }]),
             reply_to: Some("127.0.0.1:7000".parse().unwrap()),
-            timeout_ms: 5000,
             metadata: Cow::Owned(Metadata::default()),
         }
     }

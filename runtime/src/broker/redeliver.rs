@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::deliver::{codec, millis};
+use super::deliver::codec;
 use super::event::{DeadLetter, Payload};
 use super::frame::{self, EventHeader, WireTarget};
 use super::outbox::{Sent, Tracked, TrackedView};
@@ -66,7 +66,7 @@ impl Broker {
                     ack: Some(to),
                 };
                 // A failure to queue has already failed the attempt.
-                let _ = self.push_local(&sub, delivery, deadline).await;
+                let _ = self.push_local(&sub, delivery, Some(deadline)).await;
                 Ok(())
             }
             Some(Target::Remote(sub)) => {
@@ -75,12 +75,8 @@ impl Broker {
                     sub: sub.id,
                     ack: Some((id, attempt)),
                 }];
-                let framed = self.one_frame(
-                    &view,
-                    codec(sub.json || view.payload.is_json()),
-                    &targets,
-                    deadline,
-                );
+                let framed =
+                    self.one_frame(&view, codec(sub.json || view.payload.is_json()), &targets);
                 match framed {
                     Ok(framed) => self.send_frame(addr, framed, deadline).await,
                     Err(e) => Err(e),
@@ -98,14 +94,12 @@ impl Broker {
         view: &TrackedView,
         content_type: ContentType,
         targets: &[WireTarget],
-        deadline: Instant,
     ) -> Result<bytes::Bytes, Error> {
         let header = EventHeader {
             subject: view.subject.as_str(),
             content_type,
             targets: Cow::Borrowed(targets),
             reply_to: Some(self.addr),
-            timeout_ms: millis(deadline),
             metadata: Cow::Borrowed(&view.metadata),
         };
         let mut framed = frame::begin_event(&header, 128)?;

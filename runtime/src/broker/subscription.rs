@@ -167,12 +167,13 @@ impl LocalSubscription {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Queues `delivery`, waiting for room until `deadline` when the buffer is full and the
-    /// overflow policy blocks; with drop-oldest it never waits.
+    /// Queues `delivery`, waiting for room when the buffer is full and the overflow policy
+    /// blocks: until `deadline`, or with `None` for as long as the subscription lives (an event
+    /// from another node, which its publisher was told was sent). Drop-oldest never waits.
     pub(crate) async fn push(
         &self,
         mut delivery: Delivery,
-        deadline: Instant,
+        deadline: Option<Instant>,
     ) -> Result<(), PushError> {
         loop {
             let room = self.room.notified();
@@ -204,11 +205,16 @@ impl LocalSubscription {
                     Pushed::Full(back) => delivery = back,
                 }
             }
-            if tokio::time::timeout_at(deadline.into(), room)
-                .await
-                .is_err()
-            {
-                return Err(PushError::Timeout(delivery));
+            match deadline {
+                Some(deadline) => {
+                    if tokio::time::timeout_at(deadline.into(), room)
+                        .await
+                        .is_err()
+                    {
+                        return Err(PushError::Timeout(delivery));
+                    }
+                }
+                None => room.await,
             }
         }
     }
