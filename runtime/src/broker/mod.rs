@@ -114,7 +114,9 @@ impl Broker {
             routes: resolve::Routes::default(),
             outbox: Outbox::default(),
             next_delivery: AtomicU64::new(1),
-            rotation: AtomicU64::new(0),
+            // From a random turn: short-lived publishers (one `colony publish` each) would
+            // otherwise all pick a group's first member.
+            rotation: AtomicU64::new(colony_actors::selector::random_below(1 << 20) as u64),
             max_event,
             counters: Counters::default(),
             cancel: CancellationToken::new(),

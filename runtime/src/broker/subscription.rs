@@ -257,8 +257,8 @@ impl LocalSubscription {
         }
     }
 
-    /// Hands one event to an instance, waiting while none can take it (at-most-once), or
-    /// failing the attempt so the publisher redelivers (at-least-once).
+    /// Hands one event to an instance, waiting while none can take it (restarting, or every
+    /// mailbox full of calls) until the subscription ends.
     async fn dispatch(self: &Arc<Self>, delivery: Delivery, now: Instant) {
         let mut completion = Completion {
             sub: self.clone(),
@@ -278,13 +278,9 @@ impl LocalSubscription {
                     back.finish(Err(e));
                     return;
                 }
-                Err((Refusal::NoInstance, back)) if delivery.ack.is_some() => {
-                    back.finish(Err(Error::server(
-                        Code::Unavailable,
-                        format!("no running instance of {}", self.service),
-                    )));
-                    return;
-                }
+                // Instances restarting (ms after a panic) or mailboxes full of calls: wait for
+                // them, at-least-once too, rather than spend an attempt; a service that fails
+                // for good closes this subscription, which fails what it holds.
                 Err((Refusal::NoInstance | Refusal::Full, back)) => {
                     if self.is_closed() {
                         back.finish(Err(Error::server(Code::Unavailable, "unsubscribed")));
