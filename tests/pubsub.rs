@@ -582,3 +582,73 @@ async fn subscribers_on_the_publishers_node_get_the_value_without_encoding() {
     );
     shutdown(nodes).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_only_node_subscribes_and_every_node_lists_the_subscriptions() {
+    const N: u64 = 50;
+    let ca = new_ca();
+    let nodes = cluster(&ca, &["a", "b"]).await;
+    // A client-only node (like `colony subscribe`) offers no service instance, but its
+    // subscriptions are routed to all the same.
+    let watcher = node_builder(&ca, "watcher")
+        .seeds([nodes[0].addr().to_string()])
+        .client_only()
+        .start()
+        .await
+        .expect("client node starts");
+    let calls = Calls::default();
+    let _sub = spawn_probe(
+        watcher
+            .service("tail")
+            .subscribe::<Job>("jobs.>")
+            .queue("tails"),
+        Probe::new(&calls),
+    )
+    .await;
+    for node in &nodes {
+        converge(node, "the client node's subscription", |r| {
+            r.subscriptions().iter().any(|s| s.node == "watcher")
+        })
+        .await;
+        assert!(
+            node.registry().instances("tail").is_empty(),
+            "no instance offered"
+        );
+        let listed = node.registry().subscriptions();
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(
+            (listed[0].service.as_str(), listed[0].addr),
+            ("tail", watcher.addr())
+        );
+        assert_eq!(
+            listed[0].info,
+            SubscriptionInfo {
+                pattern: "jobs.>".into(),
+                queue: Some("tails".into()),
+                at_least_once: false
+            }
+        );
+    }
+    for id in 0..N {
+        let p = nodes[(id % 2) as usize]
+            .client()
+            .publish("jobs.done", Job { id })
+            .await
+            .unwrap();
+        assert_eq!(
+            p,
+            Published {
+                nodes: 1,
+                subscriptions: 1
+            }
+        );
+    }
+    wait_until(
+        || calls.handled_count() == N as usize,
+        "the client node's subscriber",
+    )
+    .await;
+    assert_exactly_once(&calls.handled(), N, "tail");
+    within("watcher shutdown", watcher.shutdown()).await;
+    shutdown(nodes).await;
+}

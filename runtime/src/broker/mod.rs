@@ -45,8 +45,8 @@ pub use event::{DeadLetter, Event, Subscriber};
 pub(crate) use frame::LINK;
 pub(crate) use local::{next_subscription_id, LocalSubscriptions};
 pub use publish::{Publish, Published};
-pub use routes::SubscriptionInfo;
 pub(crate) use routes::{ClusterSubscriptions, SubscriptionAd};
+pub use routes::{Subscription, SubscriptionInfo};
 pub use subscription::SubscriptionStats;
 pub(crate) use subscription::{
     AckSink, AckTo, Completion, LocalSubscription, Port, Refusal, Terms, WINDOW_PER_INSTANCE,

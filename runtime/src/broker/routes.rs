@@ -97,6 +97,22 @@ impl From<&SubscriptionAd> for SubscriptionInfo {
     }
 }
 
+/// A subscription somewhere in the cluster, as [`Registry::subscriptions`] lists it.
+///
+/// [`Registry::subscriptions`]: crate::Registry::subscriptions
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscription {
+    /// The subscribing node's name.
+    pub node: String,
+    /// Where it is.
+    pub addr: SocketAddr,
+    /// The subscribing service.
+    pub service: String,
+    /// The pattern, the queue group and the guarantee.
+    #[serde(flatten)]
+    pub info: SubscriptionInfo,
+}
+
 /// Another node's subscription, as this node's view holds it.
 #[derive(Debug, Clone)]
 pub(crate) struct RemoteSubscription {
@@ -159,6 +175,26 @@ impl ClusterSubscriptions {
             .map(|(group, members)| (group, members.iter().filter_map(others).collect()))
             .collect();
         (plain, groups)
+    }
+
+    /// Every subscription, in node order.
+    pub(crate) fn list(&self) -> Vec<Subscription> {
+        let mut all: Vec<Subscription> = self
+            .subs
+            .iter()
+            .map(|s| Subscription {
+                node: s.node.to_string(),
+                addr: s.addr,
+                service: s.service.to_string(),
+                info: SubscriptionInfo {
+                    pattern: s.pattern.to_string(),
+                    queue: s.queue.as_deref().map(str::to_string),
+                    at_least_once: s.redelivery.is_some(),
+                },
+            })
+            .collect();
+        all.sort_by(|a, b| (&a.node, &a.service).cmp(&(&b.node, &b.service)));
+        all
     }
 
     /// The subscription at `index` (from [`matches`](Self::matches)).
