@@ -31,6 +31,6 @@ mod subject;
 mod table;
 
 pub use buffer::{Bounded, Overflow, Pushed};
-pub use delivery::{InFlight, Redelivery, Retry};
+pub use delivery::{IdHash, IdHasher, InFlight, Redelivery, Retry};
 pub use subject::{Pattern, Subject, SubjectError, MAX_SUBJECT_LEN};
 pub use table::{Matches, Table};

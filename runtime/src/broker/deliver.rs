@@ -113,7 +113,13 @@ impl Broker {
                         origin: None,
                     }),
                 };
-                self.push_local(&sub, delivery, Some(deadline)).await?;
+                match sub.try_push(delivery) {
+                    Ok(()) => {}
+                    Err(PushError::Gone(d)) => self.gone(d),
+                    Err(PushError::Timeout(d)) => {
+                        self.push_local(&sub, d, Some(deadline)).await?;
+                    }
+                }
             }
         }
         for (copy, framed) in copies.iter().zip(frames) {
@@ -279,12 +285,7 @@ impl Broker {
         match sub.push(delivery, deadline).await {
             Ok(()) => Ok(()),
             Err(PushError::Gone(d)) => {
-                match d.ack {
-                    Some(ack) => self.answer(ack, Err("the subscription ended".into())),
-                    None => {
-                        self.counters.unrouted.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+                self.gone(d);
                 Ok(())
             }
             Err(PushError::Timeout(d)) => {
@@ -322,7 +323,15 @@ impl Broker {
                 }
             };
             match frame::decode(&frame) {
-                Ok(Frame::Event(header, body)) => self.receive(header, body, from).await,
+                Ok(Frame::Event(header, body)) => {
+                    // A full blocking buffer holds the link until it has room (or the
+                    // subscription ends): the publisher was told the event was sent, so it is
+                    // not dropped here. The publisher is slowed instead: its link's queue
+                    // fills, then its publishes wait and time out.
+                    for (sub, delivery) in self.receive(header, body, from) {
+                        let _ = self.push_local(&sub, delivery, None).await;
+                    }
+                }
                 Ok(Frame::Acks(acks)) => {
                     for ack in acks {
                         let outcome = ack.error.map_or(Ok(()), Err);
@@ -340,7 +349,16 @@ impl Broker {
     }
 
     /// One event from another node, for the subscriptions it names.
-    async fn receive(&self, header: EventHeader<'_>, body: Bytes, from: SocketAddr) {
+    ///
+    /// Queues each delivery at once where there is room, with no future per frame: what finds
+    /// a full blocking buffer is handed back for the link to wait on.
+    fn receive(
+        &self,
+        header: EventHeader<'_>,
+        body: Bytes,
+        from: SocketAddr,
+    ) -> Vec<(Arc<LocalSubscription>, Delivery)> {
+        let mut blocked = Vec::new();
         let subject: Arc<str> = header.subject.into();
         let payload = Payload::Encoded {
             content_type: header.content_type,
@@ -372,11 +390,22 @@ impl Broker {
                 from: Some(from),
                 ack,
             };
-            // A full blocking buffer holds the link until it has room (or the subscription
-            // ends): the publisher was told the event was sent, so it is not dropped here.
-            // The publisher is slowed instead: its link's queue fills, then its publishes
-            // wait and time out.
-            let _ = self.push_local(&sub, delivery, None).await;
+            match sub.try_push(delivery) {
+                Ok(()) => {}
+                Err(PushError::Gone(d)) => self.gone(d),
+                Err(PushError::Timeout(d)) => blocked.push((sub, d)),
+            }
+        }
+        blocked
+    }
+
+    /// A delivery found its subscription ended: failed back (at-least-once) or counted.
+    fn gone(&self, delivery: Delivery) {
+        match delivery.ack {
+            Some(ack) => self.answer(ack, Err("the subscription ended".into())),
+            None => {
+                self.counters.unrouted.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }

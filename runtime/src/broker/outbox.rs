@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use colony_actors::broker::{InFlight, Redelivery, Retry, Subject};
+use colony_actors::broker::{IdHash, InFlight, Redelivery, Retry, Subject};
 use tokio::sync::Notify;
 
 use super::event::Payload;
@@ -63,8 +63,8 @@ pub(crate) enum Due {
 #[derive(Default)]
 struct State {
     /// One per redelivery policy (subscriptions choose theirs).
-    inflight: HashMap<Redelivery, InFlight<u64>>,
-    tracked: HashMap<u64, Tracked>,
+    inflight: HashMap<Redelivery, InFlight<u64, IdHash>>,
+    tracked: HashMap<u64, Tracked, IdHash>,
     /// Retries waiting for their backoff: (when, id, attempt).
     retries: BTreeSet<(Instant, u64, u32)>,
     /// When the outbox task means to look next: a new ack deadline earlier than that wakes it.
@@ -122,7 +122,7 @@ impl Outbox {
         let attempt = state
             .inflight
             .entry(policy)
-            .or_insert_with(|| InFlight::new(policy))
+            .or_insert_with(|| InFlight::with_hasher(policy))
             .sent(id, now);
         let wake = state.planned.is_none_or(|at| now + policy.ack_wait < at);
         if wake {

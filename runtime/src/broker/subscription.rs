@@ -179,31 +179,9 @@ impl LocalSubscription {
             let room = self.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            {
-                let mut buffer = self.lock();
-                if self.is_closed() {
-                    return Err(PushError::Gone(delivery));
-                }
-                match buffer.push(delivery) {
-                    Pushed::Queued => {
-                        drop(buffer);
-                        self.counters.received.fetch_add(1, Ordering::Relaxed);
-                        self.ready.notify_one();
-                        return Ok(());
-                    }
-                    Pushed::Displaced(oldest) => {
-                        drop(buffer);
-                        self.counters.received.fetch_add(1, Ordering::Relaxed);
-                        self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                        self.ready.notify_one();
-                        if let Some(ack) = oldest.ack {
-                            self.acks
-                                .ack(ack, Err("dropped: the subscriber's buffer was full".into()));
-                        }
-                        return Ok(());
-                    }
-                    Pushed::Full(back) => delivery = back,
-                }
+            match self.try_push(delivery) {
+                Err(PushError::Timeout(back)) => delivery = back,
+                done => return done,
             }
             match deadline {
                 Some(deadline) => {
@@ -216,6 +194,37 @@ impl LocalSubscription {
                 }
                 None => room.await,
             }
+        }
+    }
+
+    /// Queues `delivery` if there is room (or the oldest can be dropped), without waiting: a
+    /// full blocking buffer hands it back as `Timeout`.
+    // The error hands the delivery back, unboxed: this is the path of every event.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn try_push(&self, delivery: Delivery) -> Result<(), PushError> {
+        let mut buffer = self.lock();
+        if self.is_closed() {
+            return Err(PushError::Gone(delivery));
+        }
+        match buffer.push(delivery) {
+            Pushed::Queued => {
+                drop(buffer);
+                self.counters.received.fetch_add(1, Ordering::Relaxed);
+                self.ready.notify_one();
+                Ok(())
+            }
+            Pushed::Displaced(oldest) => {
+                drop(buffer);
+                self.counters.received.fetch_add(1, Ordering::Relaxed);
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                self.ready.notify_one();
+                if let Some(ack) = oldest.ack {
+                    self.acks
+                        .ack(ack, Err("dropped: the subscriber's buffer was full".into()));
+                }
+                Ok(())
+            }
+            Pushed::Full(back) => Err(PushError::Timeout(back)),
         }
     }
 
