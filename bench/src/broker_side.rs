@@ -5,10 +5,12 @@
 //! (`.at_least_once()`), both with the default buffer and overflow, and in a queue group when
 //! asked. Their handler only records the tick in the child's tally and acknowledges it. The
 //! publisher is what a colony user writes: `client.publish(subject, tick).await` in a loop,
-//! from one or several tasks sharing the node's client.
+//! from one or several tasks sharing the node's client, then `client.flush(..)` (which also
+//! waits for the at-least-once acknowledgements).
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use colony::{Context, Error, Event, Node, Subscriber};
 
@@ -16,6 +18,9 @@ use crate::certs::BoxError;
 use crate::publish::Publisher;
 use crate::tally::SharedTally;
 use crate::tick::{Mode, Tick};
+
+/// How long a flush may wait for the subscribers' acknowledgements.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Event for Tick {}
 
@@ -57,7 +62,7 @@ pub(crate) async fn subscriber_node(
     ] {
         let mut subscribing = node
             .service(service)
-            .subscribe::<Tick>(mode.pattern(scenario));
+            .subscribe::<Tick>(&mode.pattern(scenario));
         if let Some(group) = queue {
             subscribing = subscribing.queue(group);
         }
@@ -97,8 +102,12 @@ impl Publisher for ColonyPublisher {
             .map_err(|e| e.to_string())
     }
 
-    /// colony has nothing to flush: each publish returns once its copies are on their way.
+    /// Waits until every publish has left the node and every at-least-once delivery is
+    /// acknowledged (`Client::flush`).
     async fn flush(&self) -> Result<(), String> {
-        Ok(())
+        self.client
+            .flush(FLUSH_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())
     }
 }

@@ -581,7 +581,6 @@ pub(crate) async fn pubsub(settings: &PubSubSettings) -> Result<Vec<Section>, Bo
         )
         .await;
         stage.stop().await;
-        let peer = &runs[2];
         let column = |f: fn(&RunResult) -> f64| -> Vec<Vec<f64>> {
             runs.iter().map(|r| r.iter().map(f).collect()).collect()
         };
@@ -591,7 +590,6 @@ pub(crate) async fn pubsub(settings: &PubSubSettings) -> Result<Vec<Section>, Bo
         row.push(times(paired_ratio(&rates[0], &rates[2])));
         row.push(times(paired_ratio(&rates[1], &rates[2])));
         summary.row(row);
-        let _ = peer;
         cells.push((what, runs));
         for (what, runs) in &cells {
             for (i, mode) in Mode::ALL.iter().enumerate() {
