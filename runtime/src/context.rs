@@ -64,6 +64,8 @@ pub struct Context {
     pub(crate) metadata: Metadata,
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) content_type: Option<ContentType>,
+    /// 0 for a call; for an event, which delivery attempt this is (1 the first).
+    pub(crate) attempt: u32,
 }
 
 impl Context {
@@ -98,6 +100,16 @@ impl Context {
     /// The codec the request arrived in; `None` for an in-process call (never encoded).
     pub fn content_type(&self) -> Option<ContentType> {
         self.content_type
+    }
+    /// For an event, the subject it was published to (its [`endpoint`](Self::endpoint));
+    /// `None` for a call.
+    pub fn subject(&self) -> Option<&str> {
+        (self.attempt > 0).then_some(&*self.endpoint)
+    }
+    /// For an event, which delivery attempt this is: 1 the first time, more when an
+    /// at-least-once subscription redelivers it. 0 for a call.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
     }
 }
 

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod broker;
 mod call;
 mod codec;
 mod context;
@@ -11,6 +12,9 @@ mod node;
 mod service;
 mod wire;
 
+pub use broker::{
+    DeadLetter, Event, Publish, Published, Subscriber, SubscriptionInfo, SubscriptionStats,
+};
 pub use call::{Call, CallDefaults, Client, InstanceReport};
 pub use codec::ContentType;
 pub use context::{Context, Metadata};
@@ -24,9 +28,11 @@ pub use node::{Node, NodeBuilder, StartError};
 pub mod introspect {
     pub use crate::node::introspect::{HealthQuery, SelectorQuery, SelectorView, NODE_SERVICE};
 }
+/// Pub/sub settings, from `colony-actors`: a full subscriber's policy, at-least-once terms.
+pub use colony_actors::broker::{Overflow, Redelivery};
 pub use service::{
-    Lifecycle, NodeHealth, NodeStatus, Recovery, ServiceBuilder, ServiceHealth, ServiceRef,
-    ServiceStatus,
+    BrokerHealth, Lifecycle, NodeHealth, NodeStatus, Recovery, ServiceBuilder, ServiceHealth,
+    ServiceRef, ServiceStatus, Subscribing,
 };
 
 /// Instance selection and resilience settings, from `colony-actors`.
@@ -38,5 +44,5 @@ pub use colony_quic::{ClusterCa, Identity, TransportConfig};
 
 /// What most programs need: `use colony::prelude::*;`.
 pub mod prelude {
-    pub use crate::{Client, Code, Context, Error, Handler, Message, Node};
+    pub use crate::{Client, Code, Context, Error, Event, Handler, Message, Node, Subscriber};
 }

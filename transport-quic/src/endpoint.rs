@@ -154,6 +154,15 @@ impl Endpoint {
             .map_err(|_| OpenError::Timeout { addr: peer })?
     }
 
+    /// Opens a one-way stream to `peer` that the caller keeps writing to (a long-lived link),
+    /// dialling or re-dialling its pooled connection; bounded by the open timeout.
+    pub async fn open_uni(&self, peer: SocketAddr) -> Result<SendStream, OpenError> {
+        let attempt = self.open_with(peer, |conn| async move { conn.open_uni().await });
+        tokio::time::timeout(self.config.open_timeout, attempt)
+            .await
+            .map_err(|_| OpenError::Timeout { addr: peer })?
+    }
+
     /// Sends `payload` to `peer` on a new one-way stream: fire-and-forget, no reply.
     ///
     /// The whole send (dial, open, write) is bounded by the open timeout.

@@ -15,7 +15,7 @@ use crate::restart::equal_jitter;
 
 /// How long a subscriber has to acknowledge, how often a message is tried, and how long
 /// between tries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Redelivery {
     /// A handler that has not answered by then has failed this attempt (default 30 s).
     pub ack_wait: Duration,
@@ -106,6 +106,13 @@ impl<K: Clone + Eq + Hash> InFlight<K> {
         if !self.is_current(id, attempt) {
             return None;
         }
+        self.fail(id)
+    }
+
+    /// Fails the attempt of `id` in flight now, whichever it is (its subscriber's node is
+    /// gone); `None` if none is (it waits for a retry, or is done).
+    pub fn fail_current(&mut self, id: &K) -> Option<Retry> {
+        self.pending.get(id)?.ack_by?;
         self.fail(id)
     }
 

@@ -393,6 +393,7 @@ fn launch<'a, P: Payload>(
             metadata: plan.metadata.clone(),
             peer: None,
             content_type: None,
+            attempt: 0,
         };
         payload.local(handle, ctx)
     });

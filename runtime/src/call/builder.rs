@@ -267,6 +267,7 @@ impl<'c, M: Message> Call<'c, M> {
                     metadata: self.metadata,
                     peer: None,
                     content_type: None,
+                    attempt: 0,
                 };
                 payload.local(&handle, ctx).await
             } else {

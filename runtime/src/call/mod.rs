@@ -30,6 +30,7 @@ pub use builder::Call;
 pub use defaults::CallDefaults;
 pub use selector::InstanceReport;
 
+use crate::broker::Broker;
 use crate::error::{Code, Error};
 use crate::layer::{Layers, Outgoing};
 use crate::message::Message;
@@ -50,10 +51,14 @@ pub(crate) struct Caller {
     pub(crate) selectors: Selectors,
     pub(crate) defaults: CallDefaults,
     pub(crate) layers: Layers,
+    /// Pub/sub: publishes from this node's clients.
+    pub(crate) broker: Arc<Broker>,
     next_request_id: AtomicU64,
 }
 
 impl Caller {
+    // Each argument is a distinct part of the node; a parameter struct would only rename them.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         name: String,
         addr: SocketAddr,
@@ -62,6 +67,7 @@ impl Caller {
         selectors: Selectors,
         defaults: CallDefaults,
         layers: Layers,
+        broker: Arc<Broker>,
     ) -> Self {
         // Request ids only need to be distinct enough to follow a call in logs across nodes.
         let seed = std::hash::BuildHasher::hash_one(
@@ -77,6 +83,7 @@ impl Caller {
             selectors,
             defaults,
             layers,
+            broker,
             next_request_id: AtomicU64::new(seed >> 16),
         }
     }

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use chitchat::{ChitchatId, NodeState};
 use serde::{Deserialize, Serialize};
 
+use crate::broker::{ClusterSubscriptions, SubscriptionAd, SubscriptionInfo};
+
 /// Key prefix of a service advertisement in a node's gossip state: `svc:<name>`.
 pub(crate) const SERVICE_PREFIX: &str = "svc:";
 /// Key a node sets while it leaves, so peers stop routing to it at once.
@@ -23,6 +25,8 @@ pub(crate) struct ServiceAd {
     #[serde(default)]
     pub(crate) metadata: BTreeMap<String, String>,
     pub(crate) actors: usize,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) subscriptions: Vec<SubscriptionAd>,
 }
 
 /// What a node does in the cluster.
@@ -80,6 +84,9 @@ pub struct ServiceInstance {
     pub metadata: BTreeMap<String, String>,
     /// How many instance actors serve it on that node.
     pub actors: usize,
+    /// Its subscriptions on that node.
+    #[serde(default)]
+    pub subscriptions: Vec<SubscriptionInfo>,
 }
 
 /// An immutable picture of the cluster; a new one replaces it on every change.
@@ -92,6 +99,8 @@ pub(crate) struct ClusterView {
     pub(crate) instances: BTreeMap<String, ServiceInstance>,
     /// By service name, for the call path.
     pub(crate) by_service: HashMap<String, Vec<ServiceInstance>>,
+    /// Every node's subscriptions, for publishers (client nodes' too: `colony subscribe`).
+    pub(crate) subscriptions: ClusterSubscriptions,
 }
 
 impl ClusterView {
@@ -126,7 +135,14 @@ impl ClusterView {
                     continue;
                 };
                 services.push(service.to_string());
-                if leaving || role == Role::Client {
+                if leaving {
+                    continue;
+                }
+                for sub in &ad.subscriptions {
+                    view.subscriptions
+                        .add(name, id.gossip_advertise_addr, service, sub.clone());
+                }
+                if role == Role::Client {
                     continue;
                 }
                 let instance = ServiceInstance {
@@ -138,6 +154,7 @@ impl ClusterView {
                     endpoints: ad.endpoints,
                     metadata: ad.metadata,
                     actors: ad.actors,
+                    subscriptions: ad.subscriptions.iter().map(Into::into).collect(),
                 };
                 view.by_service
                     .entry(instance.service.clone())
@@ -225,6 +242,7 @@ mod tests {
             endpoints: vec![],
             metadata: BTreeMap::new(),
             actors: 1,
+            subscriptions: vec![],
         }
     }
 

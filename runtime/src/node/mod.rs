@@ -14,6 +14,7 @@ use colony_quic::Endpoint;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::broker::{AckSink, Broker};
 use crate::call::selector::{Selectors, Sources};
 use crate::call::{CallDefaults, Caller, Client};
 use crate::layer::Layers;
@@ -107,6 +108,13 @@ impl Shared {
             },
             defaults,
         );
+        let broker = Broker::new(
+            name.clone(),
+            addr,
+            endpoint.clone(),
+            services.clone(),
+            membership.registry().clone(),
+        );
         let caller = Arc::new(Caller::new(
             name.clone(),
             addr,
@@ -115,6 +123,7 @@ impl Shared {
             selectors,
             defaults,
             layers,
+            broker,
         ));
         Self {
             membership,
@@ -150,6 +159,7 @@ impl Shared {
             self.shutting_down.load(Ordering::Acquire),
             self.supervision_lost.load(Ordering::Acquire),
             services,
+            self.caller.broker.health(),
         )
     }
 
@@ -183,6 +193,9 @@ impl Host for Shared {
     }
     fn local_changed(&self, service: &str) {
         self.caller.selectors.local_changed(service);
+    }
+    fn acks(&self) -> Arc<dyn AckSink> {
+        self.caller.broker.acks()
     }
 }
 
@@ -226,14 +239,19 @@ impl Node {
         let _ = shared.node_supervisor.set(root);
         tokio::spawn(server::accept_loop(shared.clone()));
         // Selectors follow the gossip view: each actor rebuilds its table on every change.
+        // The broker drops links to departed nodes and retries their at-least-once events.
         let mut view = shared.membership.registry().view();
         let caller = Arc::downgrade(&shared.caller);
         tokio::spawn(async move {
+            let mut before = view.borrow().clone();
             while view.changed().await.is_ok() {
                 let Some(caller) = caller.upgrade() else {
                     return;
                 };
                 caller.selectors.view_changed();
+                let now = view.borrow_and_update().clone();
+                caller.broker.view_changed(&before, &now);
+                before = now;
             }
         });
         introspect::serve(&shared).await?;
@@ -333,6 +351,13 @@ impl Node {
         for service in shared.caller.services.drain() {
             stop_service(service.as_ref(), Duration::ZERO).await;
         }
+        // What this node published leaves it, and its at-least-once deliveries are answered,
+        // within what is left of the grace.
+        let grace = deadline.saturating_duration_since(Instant::now());
+        if let Err(e) = shared.caller.broker.flush(grace).await {
+            tracing::warn!(node = %shared.caller.name, error = %e, "published events still pending at shutdown");
+        }
+        shared.caller.broker.stop();
         // Connections were accepted until now so that health could still be asked.
         shared.caller.endpoint.stop_accepting();
         if let Some(root) = shared.node_supervisor.get() {
@@ -358,6 +383,7 @@ impl Drop for Node {
         // Clients may keep `Shared` alive: gossip must not outlive the node.
         shared.membership.stop_now();
         shared.caller.selectors.stop_all();
+        shared.caller.broker.stop();
         for service in shared.caller.services.drain() {
             service.supervisor().stop(Some("node dropped".into()));
         }

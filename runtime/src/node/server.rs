@@ -12,6 +12,7 @@ use colony_quic::frame::{self, codes};
 use colony_quic::{ReadError, RecvStream, SendStream};
 
 use super::Shared;
+use crate::broker::LINK;
 use crate::codec::ContentType;
 use crate::context::Context;
 use crate::error::{Code, Error, Origin};
@@ -71,18 +72,29 @@ async fn serve_connection(shared: Arc<Shared>, incoming: colony_quic::Incoming) 
     }
 }
 
-/// Reads one fire-and-forget message and hands it to its consumer (today: gossip).
-async fn serve_oneway(shared: Arc<Shared>, recv: RecvStream, from: SocketAddr) {
-    let max = shared.caller.endpoint.config().max_oneway;
-    match frame::read_oneway(recv, max).await {
-        Ok(payload) if payload.first() == Some(&GOSSIP) => {
-            shared.gossip_inbox.deliver(from, payload.slice(1..))
+/// Serves a one-way stream by its first byte: a gossip message (the whole stream), or a broker
+/// link (frames until it closes).
+async fn serve_oneway(shared: Arc<Shared>, mut recv: RecvStream, from: SocketAddr) {
+    let mut kind = [0u8; 1];
+    let first = tokio::time::timeout(HEADER_WAIT, recv.read_exact(&mut kind)).await;
+    if !matches!(first, Ok(Ok(()))) {
+        tracing::debug!(node = %shared.caller.name, peer = %from, "dropped one-way stream without a kind");
+        return;
+    }
+    match kind[0] {
+        GOSSIP => {
+            let max = shared.caller.endpoint.config().max_oneway.saturating_sub(1);
+            match frame::read_oneway(recv, max).await {
+                Ok(payload) => shared.gossip_inbox.deliver(from, payload),
+                Err(e) => {
+                    tracing::debug!(node = %shared.caller.name, peer = %from, error = %e, "dropped one-way message")
+                }
+            }
         }
-        Ok(payload) => {
-            tracing::debug!(node = %shared.caller.name, peer = %from, len = payload.len(), "dropped one-way message of unknown kind")
-        }
-        Err(e) => {
-            tracing::debug!(node = %shared.caller.name, peer = %from, error = %e, "dropped one-way message")
+        LINK => shared.caller.broker.clone().serve_link(recv, from).await,
+        other => {
+            let _ = recv.stop(codes::MALFORMED);
+            tracing::debug!(node = %shared.caller.name, peer = %from, kind = other, "dropped one-way stream of unknown kind")
         }
     }
 }
@@ -266,6 +278,7 @@ async fn answer(shared: &Shared, recv: &mut RecvStream, peer: SocketAddr) -> Opt
         metadata: header.metadata,
         peer: Some(peer),
         content_type: Some(content_type),
+        attempt: 0,
     };
     let outcome = call_encoded(service.as_ref(), ctx, content_type, &body, Origin::Server).await;
     Some(Answer {

@@ -12,8 +12,10 @@ use super::local::{LocalService, RunningService};
 use super::node_supervisor::NodeSupervisorMsg;
 use super::recovery::Recovery;
 use super::roster::{Entry, Launch};
+use super::subscribing::{PortFn, Subscribing, SubscriptionSpec};
 use super::Host;
 use super::ServiceRef;
+use crate::broker::{next_subscription_id, AckSink, Event, LocalSubscription, Subscriber, Terms};
 use crate::error::{Code, Error};
 use crate::layer::ServeLayer;
 use crate::message::{Handler, Message};
@@ -34,6 +36,7 @@ pub struct ServiceBuilder<S> {
     recovery: Recovery,
     hooks: Option<Hooks<S>>,
     endpoints: Endpoints<S>,
+    pub(super) subscriptions: Vec<SubscriptionSpec<S>>,
     /// False for colony's own per-node services, which are called by address only.
     advertise: bool,
 }
@@ -54,6 +57,7 @@ impl<S: Send + 'static> ServiceBuilder<S> {
             recovery: Recovery::default(),
             hooks: None,
             endpoints: Endpoints::default(),
+            subscriptions: Vec::new(),
             advertise: true,
         }
     }
@@ -124,6 +128,17 @@ impl<S: Send + 'static> ServiceBuilder<S> {
         self
     }
 
+    /// Subscribes the service to `pattern` (a subject such as `orders.created`, or with
+    /// wildcards: `orders.*` one token, `orders.>` the rest): each instance handles events of
+    /// type `E` with its [`Subscriber<E>`]. Set the subscription's queue group, guarantee and
+    /// buffer on what this returns; see [`Subscribing`].
+    pub fn subscribe<E: Event>(self, pattern: &str) -> Subscribing<S>
+    where
+        S: Subscriber<E>,
+    {
+        Subscribing::new::<E>(self, pattern)
+    }
+
     /// Starts the instances, each with state from `factory`, and makes the service callable.
     ///
     /// `factory` runs again for every restart, so a restarted instance starts clean.
@@ -135,8 +150,18 @@ impl<S: Send + 'static> ServiceBuilder<S> {
         if self.instances == 0 {
             return refuse(format!("service {} needs at least one instance", self.name));
         }
-        if self.endpoints.names().is_empty() {
-            return refuse(format!("service {} has no handlers", self.name));
+        if self.endpoints.names().is_empty() && self.subscriptions.is_empty() {
+            return refuse(format!(
+                "service {} has no handlers and no subscriptions",
+                self.name
+            ));
+        }
+        let mut subscriptions = Vec::new();
+        for spec in self.subscriptions {
+            match spec.terms(&self.name) {
+                Ok(terms) => subscriptions.push((terms, spec.port)),
+                Err(why) => return refuse(format!("service {}: {why}", self.name)),
+            }
         }
         if self.name.starts_with(RESERVED_PREFIX) && self.advertise {
             return refuse(format!(
@@ -159,6 +184,8 @@ impl<S: Send + 'static> ServiceBuilder<S> {
                 metadata: self.metadata,
                 endpoints: Arc::new(self.endpoints),
                 layers: self.host.serve_layers(),
+                subscriptions,
+                acks: self.host.acks(),
             },
         );
         let entry = Entry::new(
@@ -222,6 +249,8 @@ struct LaunchAd<S> {
     metadata: BTreeMap<String, String>,
     endpoints: Arc<Endpoints<S>>,
     layers: Arc<[Arc<dyn ServeLayer>]>,
+    subscriptions: Vec<(Terms, PortFn<S>)>,
+    acks: Arc<dyn AckSink>,
 }
 
 /// How to start an incarnation of the service: at spawn, and again after it failed.
@@ -253,7 +282,26 @@ fn launcher<S: Send + 'static>(
                     format!("service {name} failed to start: {}", start_error(&e)),
                 )
             })?;
+            // Each incarnation subscribes afresh (new ids): events for the old one's
+            // subscriptions find nothing here and are failed, so the publisher redelivers them.
+            let subscriptions = ad
+                .subscriptions
+                .iter()
+                .map(|(terms, port)| {
+                    let sub = LocalSubscription::new(
+                        next_subscription_id(),
+                        name.clone(),
+                        terms.clone(),
+                        instances,
+                        port(supervised.instances.clone()),
+                        ad.acks.clone(),
+                    );
+                    tokio::spawn(sub.clone().run());
+                    sub
+                })
+                .collect();
             Ok(Arc::new(RunningService {
+                subscriptions,
                 name,
                 version: ad.version.clone(),
                 metadata: ad.metadata.clone(),

@@ -62,6 +62,9 @@ pub struct ServiceHealth {
     /// For a failed service: in how many milliseconds the node restarts it (`None`: only by
     /// hand, with `ServiceRef::restart`).
     pub restart_in_ms: Option<u64>,
+    /// Its subscriptions on this node: buffered, handled, failed and dropped events.
+    #[serde(default)]
+    pub subscriptions: Vec<crate::broker::SubscriptionStats>,
 }
 
 /// The state of a node as a whole.
@@ -98,6 +101,22 @@ pub struct NodeHealth {
     pub status: NodeStatus,
     /// Its services, by name (colony's own `colony.*` ones left out).
     pub services: Vec<ServiceHealth>,
+    /// Its broker: what it publishes and receives.
+    #[serde(default)]
+    pub broker: BrokerHealth,
+}
+
+/// A node's broker counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct BrokerHealth {
+    /// At-least-once deliveries this node published and not yet acknowledged.
+    pub unacknowledged: u64,
+    /// At-most-once events that arrived for a subscription that had just ended: lost.
+    pub unrouted: u64,
+    /// Frames from peers that did not decode (skipped; the link went on).
+    pub malformed_frames: u64,
+    /// Frames lost when a link to a peer broke (at-least-once ones are resent).
+    pub lost_frames: u64,
 }
 
 impl NodeHealth {
@@ -106,6 +125,7 @@ impl NodeHealth {
         draining: bool,
         unsupervised: bool,
         services: Vec<ServiceHealth>,
+        broker: BrokerHealth,
     ) -> Self {
         let status = if draining {
             NodeStatus::Draining
@@ -118,6 +138,7 @@ impl NodeHealth {
             node,
             status,
             services,
+            broker,
         }
     }
 }

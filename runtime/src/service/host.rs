@@ -10,6 +10,7 @@ use colony_actors::ractor::ActorRef;
 use super::node_supervisor::NodeSupervisorMsg;
 use super::roster::Roster;
 use super::LocalServices;
+use crate::broker::AckSink;
 use crate::layer::ServeLayer;
 use crate::membership::Membership;
 
@@ -29,4 +30,6 @@ pub(crate) trait Host: Send + Sync + 'static {
     fn serve_layers(&self) -> Arc<[Arc<dyn ServeLayer>]>;
     /// A service started or stopped here: the node's callers must see it before their next call.
     fn local_changed(&self, service: &str);
+    /// Where the node's subscriptions send acknowledgements (its broker).
+    fn acks(&self) -> Arc<dyn AckSink>;
 }

@@ -25,6 +25,8 @@ pub(crate) struct Envelope<S> {
 pub(crate) struct ReplyTo {
     tx: Option<oneshot::Sender<Result<AnyBox, Error>>>,
     running: bool,
+    /// Nobody waits for a reply (an event: the request itself reports how it ended).
+    detached: bool,
 }
 
 impl ReplyTo {
@@ -32,11 +34,21 @@ impl ReplyTo {
         Self {
             tx: Some(tx),
             running: false,
+            detached: false,
+        }
+    }
+
+    /// For an event: no reply is sent, and the handler runs all the same.
+    pub(crate) fn detached() -> Self {
+        Self {
+            tx: None,
+            running: false,
+            detached: true,
         }
     }
 
     fn is_closed(&self) -> bool {
-        self.tx.as_ref().is_none_or(|tx| tx.is_closed())
+        !self.detached && self.tx.as_ref().is_none_or(|tx| tx.is_closed())
     }
 
     fn send(mut self, result: Result<AnyBox, Error>) {

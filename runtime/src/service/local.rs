@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 
 use super::endpoints::{AnyBox, Endpoints, WireCodec};
 use super::instance::{Envelope, ReplyTo};
+use crate::broker::{LocalSubscription, LocalSubscriptions, SubscriptionAd};
 use crate::codec::ContentType;
 use crate::context::Context;
 use crate::error::{Code, Error, Origin};
@@ -51,6 +52,8 @@ pub(crate) trait LocalService: Send + Sync {
     /// What gossip advertises for it.
     fn ad(&self) -> ServiceAd;
     fn supervisor(&self) -> &ActorRef<SupervisorMsg>;
+    /// The service's subscriptions on this node.
+    fn subscriptions(&self) -> &[Arc<LocalSubscription>];
 }
 
 pub(crate) struct RunningService<S> {
@@ -61,6 +64,7 @@ pub(crate) struct RunningService<S> {
     pub(crate) instances: Arc<Instances<Envelope<S>>>,
     pub(crate) supervisor: ActorRef<SupervisorMsg>,
     pub(crate) layers: Arc<[Arc<dyn ServeLayer>]>,
+    pub(crate) subscriptions: Vec<Arc<LocalSubscription>>,
 }
 
 impl<S: Send + 'static> LocalService for RunningService<S> {
@@ -160,11 +164,20 @@ impl<S: Send + 'static> LocalService for RunningService<S> {
             endpoints: self.endpoints().iter().map(|e| e.to_string()).collect(),
             metadata: self.metadata.clone(),
             actors: self.instances.slots(),
+            subscriptions: self
+                .subscriptions
+                .iter()
+                .map(|s| SubscriptionAd::of(s))
+                .collect(),
         }
     }
 
     fn supervisor(&self) -> &ActorRef<SupervisorMsg> {
         &self.supervisor
+    }
+
+    fn subscriptions(&self) -> &[Arc<LocalSubscription>] {
+        &self.subscriptions
     }
 }
 
@@ -172,6 +185,9 @@ impl<S: Send + 'static> LocalService for RunningService<S> {
 #[derive(Default)]
 pub(crate) struct LocalServices {
     by_name: DashMap<Arc<str>, Arc<dyn LocalService>>,
+    /// The subscriptions of the services in `by_name`: registered with their service, ended
+    /// when it is removed.
+    pub(crate) subscriptions: LocalSubscriptions,
     /// Set once the node shuts down: new calls are refused, from this process and from peers.
     closed: AtomicBool,
 }
@@ -206,6 +222,7 @@ impl LocalServices {
                 format!("service {} already runs on this node", e.key()),
             )),
             Entry::Vacant(e) => {
+                self.subscriptions.add(service.subscriptions());
                 e.insert(service);
                 Ok(())
             }
@@ -221,13 +238,20 @@ impl LocalServices {
 
     /// Removes `name` only if it is still `service` (not a newer service of the same name).
     pub(crate) fn remove_if_same(&self, name: &str, service: &Arc<dyn LocalService>) -> bool {
-        self.by_name
-            .remove_if(name, |_, current| Arc::ptr_eq(current, service))
-            .is_some()
+        let removed = self
+            .by_name
+            .remove_if(name, |_, current| Arc::ptr_eq(current, service));
+        if let Some((_, service)) = &removed {
+            self.subscriptions.end(service.subscriptions());
+        }
+        removed.is_some()
     }
 
+    /// Removes `name`; its subscriptions end (what they buffered goes to its instances).
     pub(crate) fn remove(&self, name: &str) -> Option<Arc<dyn LocalService>> {
-        self.by_name.remove(name).map(|(_, s)| s)
+        let (_, service) = self.by_name.remove(name)?;
+        self.subscriptions.end(service.subscriptions());
+        Some(service)
     }
 
     pub(crate) fn names(&self) -> Vec<Arc<str>> {

@@ -11,6 +11,7 @@ mod local;
 pub(crate) mod node_supervisor;
 mod recovery;
 mod roster;
+mod subscribing;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -24,13 +25,14 @@ use crate::error::{Code, Error};
 pub use builder::ServiceBuilder;
 pub(crate) use builder::RESERVED_PREFIX;
 pub(crate) use endpoints::AnyBox;
-pub use health::{NodeHealth, NodeStatus, ServiceHealth, ServiceStatus};
+pub use health::{BrokerHealth, NodeHealth, NodeStatus, ServiceHealth, ServiceStatus};
 pub use lifecycle::Lifecycle;
 pub(crate) use local::{
     await_reply, call_encoded, deliver, downcast_reply, LocalService, LocalServices, Pending,
 };
 pub use recovery::Recovery;
 pub(crate) use roster::Roster;
+pub use subscribing::Subscribing;
 
 pub(crate) use host::Host;
 

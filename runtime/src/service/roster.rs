@@ -291,6 +291,9 @@ impl Entry {
             }),
             last_failure: last_failure.map(|f| f.reason),
             restart_in_ms,
+            subscriptions: running.map_or_else(Vec::new, |s| {
+                s.subscriptions().iter().map(|sub| sub.stats()).collect()
+            }),
         }
     }
 }

@@ -75,6 +75,7 @@ impl Instance {
             endpoints: service.endpoints().iter().map(|e| e.to_string()).collect(),
             metadata: service.metadata().clone(),
             actors: service.live_instances(),
+            subscriptions: Vec::new(),
         };
         Self::new(&ad, Some(handle), load)
     }
