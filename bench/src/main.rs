@@ -20,11 +20,6 @@
 //!
 //! The report (markdown) goes to stdout, progress to stderr. See `docs/benchmarks.md`.
 
-// colony's pub/sub side needs the broker API; without it a stand-in fails every colony run.
-#[cfg(feature = "colony-pubsub")]
-mod broker_side;
-#[cfg(not(feature = "colony-pubsub"))]
-#[path = "broker_stub.rs"]
 mod broker_side;
 mod certs;
 mod child;
