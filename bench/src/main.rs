@@ -15,7 +15,7 @@
 //!   options: --duration 3s --warmup 500ms --rounds 2 --instances 64 --concurrency 1,64,256
 //!            --by-name round-robin,p2c --fleet-concurrency 64 --faults none,failing,kill
 //!            --panics 200 --default-panics 50 --callers 16 --mailbox 1024 --flood-cap-mb 1000
-//!            --subscribers 3 --rate 10000 --publishers 4 --nats-publishers 1
+//!            --subscribers 3 --rate 10000 --publishers 1 --nats-publishers 1
 //! ```
 //!
 //! The report (markdown) goes to stdout, progress to stderr. See `docs/benchmarks.md`.
@@ -172,8 +172,8 @@ struct RunArgs {
     /// Events per second of the pub/sub latency runs (paced).
     #[arg(long, default_value_t = 10_000)]
     rate: u64,
-    /// colony's publishing tasks in the pub/sub throughput runs.
-    #[arg(long, default_value_t = 4)]
+    /// colony's publishing tasks in the pub/sub throughput runs (each awaits every publish).
+    #[arg(long, default_value_t = 1)]
     publishers: usize,
     /// NATS publishing tasks in the pub/sub throughput runs.
     #[arg(long, default_value_t = 1)]
@@ -615,10 +615,49 @@ mod tests {
             panic!("not the resilience command")
         };
         let s = Settings::from(&args);
+        let p = PubSubSettings::from(&args);
+        assert_eq!((p.subscribers, p.rate, p.colony_publishers), (3, 10_000, 1));
         assert!(s.by_name.is_empty());
         assert_eq!(s.fleet_concurrency, 8);
         assert_eq!(s.faults, vec![fault::Fault::Kill, fault::Fault::None]);
         assert!(Cli::try_parse_from(["colony-bench", "all", "--rounds", "0"]).is_err());
+        let Command::Pubsub(args) = Cli::try_parse_from([
+            "colony-bench",
+            "pubsub",
+            "--subscribers",
+            "2",
+            "--rate",
+            "5000",
+            "--publishers",
+            "4",
+            "--nats-publishers",
+            "2",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not the pubsub command")
+        };
+        let p = PubSubSettings::from(&args);
+        assert_eq!((p.subscribers, p.rate, p.payload), (2, 5_000, 100));
+        assert_eq!((p.colony_publishers, p.nats_publishers), (4, 2));
+        let sub = Cli::try_parse_from([
+            "colony-bench",
+            "subscribe",
+            "nats",
+            "--at",
+            "127.0.0.1:4222",
+            "--dir",
+            "/tmp/x",
+            "--name",
+            "n",
+            "--scenario",
+            "queue",
+            "--queue",
+            "workers",
+        ])
+        .unwrap();
+        assert!(matches!(sub.command, Command::Subscribe(_)));
         let serve =
             Cli::try_parse_from(["colony-bench", "serve", "tonic-tls", "--dir", "/tmp/x"]).unwrap();
         assert!(matches!(

@@ -264,16 +264,13 @@ impl Bench {
     }
 
     /// Starts `shape`'s subscriber children and waits until each system's publisher reaches
-    /// all of them.
+    /// all of them. A system that cannot start is kept with the reason, and not measured.
     async fn stage(&mut self, shape: Shape, settings: &PubSubSettings) -> Stage {
-        let n = shape.subscribers(settings);
-        let args = |kind, at, name: String| SubscribeArgs {
-            kind,
-            at,
-            dir: self.dir.path().to_path_buf(),
-            name,
-            scenario: shape.tag().into(),
-            queue: shape.queue(),
+        let wanted = |mode: Mode| {
+            settings
+                .only
+                .as_ref()
+                .is_none_or(|only| mode.label().contains(only.as_str()))
         };
         let mut stage = Stage {
             shape,
@@ -281,68 +278,45 @@ impl Bench {
             colony: Vec::new(),
             nats: Vec::new(),
         };
-        let wanted = |mode: Mode| {
-            settings
-                .only
-                .as_ref()
-                .is_none_or(|only| mode.label().contains(only.as_str()))
-        };
-        let colony_wanted = wanted(Mode::AtMostOnce) || wanted(Mode::AtLeastOnce);
-        let colony = if colony_wanted {
-            let mut children = Vec::new();
-            let mut failed = None;
-            for i in 0..n {
-                let name = format!("sub-{}-{i}", shape.tag());
-                match SubChild::start(&args(SubKind::Colony, self.node.addr(), name)).await {
-                    Ok(child) => children.push(child),
-                    Err(e) => {
-                        failed = Some(e.to_string());
-                        break;
-                    }
-                }
-            }
-            stage.colony = children;
-            failed.map_or(Ok(()), Err)
+        let colony = if wanted(Mode::AtMostOnce) || wanted(Mode::AtLeastOnce) {
+            let started = self
+                .children(SubKind::Colony, self.node.addr(), shape, settings)
+                .await;
+            started.map(|children| stage.colony = children)
         } else {
             Err("not selected (--only)".to_string())
         };
         let nats = match &self.nats {
             Some((server, client)) if wanted(Mode::Nats) => {
-                let mut children = Vec::new();
-                let mut failed = None;
-                for i in 0..n {
-                    let name = format!("nats-{}-{i}", shape.tag());
-                    match SubChild::start(&args(SubKind::Nats, server.addr(), name)).await {
-                        Ok(child) => children.push(child),
-                        Err(e) => {
-                            failed = Some(e.to_string());
-                            break;
-                        }
-                    }
-                }
-                stage.nats = children;
-                failed.map_or(Ok(client.clone()), Err)
+                let started = self
+                    .children(SubKind::Nats, server.addr(), shape, settings)
+                    .await;
+                started.map(|children| {
+                    stage.nats = children;
+                    client.clone()
+                })
             }
             Some(_) => Err("not selected (--only)".to_string()),
             None => Err(format!("{} not installed", nats_side::BINARY)),
         };
         for mode in Mode::ALL {
+            let subject = mode.subject(shape.tag());
             let publisher = match (mode, &colony, &nats) {
                 (Mode::Nats, _, Ok(client)) => Ok(AnyPublisher::Nats(Arc::new(
-                    NatsPublisher::new(client.clone(), &mode.subject(shape.tag())),
+                    NatsPublisher::new(client.clone(), &subject),
                 ))),
-                (Mode::Nats, _, Err(e)) => Err(e.clone()),
-                (_, Ok(()), _) if wanted(mode) => Ok(AnyPublisher::Colony(Arc::new(
-                    ColonyPublisher::new(self.node.client(), mode.subject(shape.tag())),
-                ))),
-                (_, Ok(()), _) => Err("not selected (--only)".to_string()),
-                (_, Err(e), _) => Err(e.clone()),
+                (Mode::Nats, _, Err(e)) | (_, Err(e), _) => Err(e.clone()),
+                (_, Ok(()), _) if !wanted(mode) => Err("not selected (--only)".to_string()),
+                (_, Ok(()), _) => Ok(AnyPublisher::Colony(Arc::new(ColonyPublisher::new(
+                    self.node.client(),
+                    subject,
+                )))),
             };
             let publisher = match publisher {
-                Ok(p) => match reach(&p, stage.children(mode)).await {
-                    Ok(()) => Ok(p),
-                    Err(e) => Err(e.to_string()),
-                },
+                Ok(p) => reach(&p, stage.children(mode))
+                    .await
+                    .map(|()| p)
+                    .map_err(|e| e.to_string()),
                 Err(e) => Err(e),
             };
             if let Err(e) = &publisher {
@@ -351,6 +325,34 @@ impl Bench {
             stage.systems.push((mode, publisher));
         }
         stage
+    }
+
+    /// Starts `shape`'s subscriber children of `kind`, subscribing through `at`.
+    async fn children(
+        &self,
+        kind: SubKind,
+        at: std::net::SocketAddr,
+        shape: Shape,
+        settings: &PubSubSettings,
+    ) -> Result<Vec<SubChild>, String> {
+        let mut children = Vec::new();
+        for i in 0..shape.subscribers(settings) {
+            let prefix = match kind {
+                SubKind::Colony => "sub",
+                SubKind::Nats => "nats",
+            };
+            let args = SubscribeArgs {
+                kind,
+                at,
+                dir: self.dir.path().to_path_buf(),
+                name: format!("{prefix}-{}-{i}", shape.tag()),
+                scenario: shape.tag().into(),
+                queue: shape.queue(),
+            };
+            // On failure the children started so far are dropped, which kills them.
+            children.push(SubChild::start(&args).await.map_err(|e| e.to_string())?);
+        }
+        Ok(children)
     }
 
     /// One run of `mode` in `stage`: a warm-up run, then the measured one.
