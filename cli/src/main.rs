@@ -1,4 +1,4 @@
-//! `colony`: look at a cluster and call its services from a terminal.
+//! `colony`: look at a cluster, call its services, publish and subscribe, from a terminal.
 //!
 //! Each command joins the cluster as a short-lived, client-only member (it offers no service),
 //! through the seeds given with `--seed` or `COLONY_SEEDS`, trusting the CA in `--ca-dir`,
@@ -7,17 +7,27 @@
 //! ```text
 //! colony --seed 127.0.0.1:7400 members
 //! colony --seed 127.0.0.1:7400 services --json
-//! colony --seed 127.0.0.1:7400 describe greeter
+//! colony --seed 127.0.0.1:7400 describe greeter     # instances, health, subscriptions, callers
 //! colony --seed 127.0.0.1:7400 call greeter Greeter.Hello '{"name":"John"}'
 //! colony --seed 127.0.0.1:7400 health               # every node; exit 0, 1 or 2
 //! colony health --node 127.0.0.1:7400               # one node, e.g. as a liveness probe
+//! colony --seed 127.0.0.1:7400 publish orders.created '{"id":7}'
+//! colony --seed 127.0.0.1:7400 subscribe 'orders.>' --queue audit --at-least-once
 //! ```
+//!
+//! `subscribe` prints one JSON line per event on stdout, `{"subject":"orders.created",
+//! "event":{"id":7}}` (with `"attempt":n` on an at-least-once redelivery), and nothing else;
+//! it runs until Ctrl-C or SIGTERM, or until `--count` events.
 //!
 //! Exit codes: 0 when the command did what it was asked (for `health`: every node asked is
 //! healthy), 1 when it failed (for `health`: a node is degraded, has a failed service, or is
-//! draining), 2 when the cluster or a node asked could not be reached.
+//! draining; for `publish`: a bad subject or event, or no confirmation within `--wait`), 2 when
+//! the cluster or a node asked could not be reached.
 
+mod describe;
 mod join;
+mod publish;
+mod subscribe;
 mod table;
 
 use std::process::ExitCode;
@@ -25,7 +35,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-/// Look at a colony cluster and call its services.
+/// Look at a colony cluster, call its services, publish and subscribe.
 #[derive(Parser, Debug)]
 #[command(name = "colony", version)]
 struct Cli {
@@ -59,8 +69,9 @@ enum Command {
     Members,
     /// List the services offered in the cluster.
     Services,
-    /// Show every instance of a service, and how each calling node's selector sees them
-    /// (calls in flight, latency, failures, ejections).
+    /// Show every instance of a service, its health and subscriptions (with their counters) on
+    /// each node, and how each calling node's selector sees it (calls in flight, latency,
+    /// failures, ejections).
     Describe {
         /// Service name.
         service: String,
@@ -85,6 +96,33 @@ enum Command {
         /// Call timeout in seconds.
         #[arg(long, default_value_t = 10.0)]
         timeout: f64,
+    },
+    /// Publish an event, given as JSON, to a subject; wait (within --wait) until it has left
+    /// for every subscribed node and at-least-once subscribers have acknowledged it.
+    Publish {
+        /// Subject: dot-separated tokens, no wildcards, e.g. orders.created.
+        subject: String,
+        /// The event as JSON.
+        event: String,
+    },
+    /// Subscribe to a subject pattern and print each event as one JSON line on stdout,
+    /// {"subject":...,"event":...} ("attempt":n added on a redelivery), until Ctrl-C or
+    /// SIGTERM.
+    Subscribe {
+        /// Pattern: orders.created, orders.* (one token), orders.> (the rest).
+        pattern: String,
+        /// Join this queue group: of its members in the cluster, one gets each event.
+        #[arg(long)]
+        queue: Option<String>,
+        /// Acknowledge each event once printed; unacknowledged ones are redelivered (to another
+        /// member of the queue group, if any). Default: at-most-once, and a terminal that
+        /// cannot keep up drops its oldest events rather than slowing publishers down.
+        #[arg(long)]
+        at_least_once: bool,
+        /// Exit after printing N events; later ones are refused (at-least-once ones go to
+        /// another subscriber).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        count: Option<u64>,
     },
 }
 
@@ -111,6 +149,14 @@ async fn run(cli: Cli) -> Result<u8, String> {
             serde_json::from_str::<serde_json::Value>(request)
                 .map_err(|e| format!("the request is not valid JSON: {e}"))?,
         ),
+        Command::Publish { subject, event } => {
+            publish::check(subject, event)?;
+            None
+        }
+        Command::Subscribe { pattern, .. } => {
+            subscribe::check(pattern)?;
+            None
+        }
         _ => None,
     };
     let mut seeds = cli.seeds.clone();
@@ -164,46 +210,7 @@ async fn run(cli: Cli) -> Result<u8, String> {
             }
             Ok(0)
         }
-        Command::Describe { service } => {
-            let instances = join::instances_of(&node, service, wait).await;
-            // Failed services are withdrawn from gossip, but their nodes still report them.
-            let health: Vec<_> = join::health(&node, &[], wait)
-                .await
-                .into_iter()
-                .filter_map(|a| {
-                    let h = a.health?;
-                    let row = h.services.into_iter().find(|s| &s.name == service)?;
-                    Some((h.node, row))
-                })
-                .collect();
-            if instances.is_empty() && health.is_empty() {
-                Err(format!("no instance of service {service} in the cluster"))
-            } else {
-                let callers = join::selector_views(&node, service).await;
-                if cli.json {
-                    let health: Vec<_> = health
-                        .iter()
-                        .map(|(node, h)| serde_json::json!({"node": node, "health": h}))
-                        .collect();
-                    print_json(&serde_json::json!({
-                        "instances": instances,
-                        "health": health,
-                        "callers": callers,
-                    }))
-                } else {
-                    table::instances(&instances);
-                    if !health.is_empty() {
-                        println!();
-                        table::service_health(&health);
-                    }
-                    if !callers.is_empty() {
-                        println!();
-                        table::selectors(&callers);
-                    }
-                }
-                Ok(0)
-            }
-        }
+        Command::Describe { service } => describe::run(&node, service, wait, cli.json).await,
         Command::Health { nodes } => {
             let answers = join::health(&node, nodes, wait).await;
             if cli.json {
@@ -239,6 +246,23 @@ async fn run(cli: Cli) -> Result<u8, String> {
                 )),
             }
         }
+        Command::Publish { subject, event } => {
+            publish::run(&node, subject, event, wait, cli.json).await
+        }
+        Command::Subscribe {
+            pattern,
+            queue,
+            at_least_once,
+            count,
+        } => {
+            let options = subscribe::Options {
+                pattern: pattern.clone(),
+                queue: queue.clone(),
+                at_least_once: *at_least_once,
+                count: *count,
+            };
+            subscribe::run(&node, options).await
+        }
     };
     node.shutdown().await;
     result
@@ -256,7 +280,7 @@ fn health_exit_code(answers: &[join::HealthAnswer]) -> u8 {
     u8::from(!healthy)
 }
 
-fn print_json<T: serde::Serialize>(value: &T) {
+pub(crate) fn print_json<T: serde::Serialize>(value: &T) {
     println!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_default()

@@ -3,6 +3,7 @@
 use colony::introspect::SelectorView;
 use colony::{Member, Role, ServiceHealth, ServiceInstance};
 
+use crate::describe::SubscriptionRow;
 use crate::join::HealthAnswer;
 
 fn print(header: &[&str], rows: Vec<Vec<String>>) {
@@ -197,4 +198,52 @@ pub(crate) fn service_health(rows: &[(String, ServiceHealth)]) {
         .collect();
     let header = [&["NODE"][..], &HEALTH_HEADER].concat();
     print(&header, rows);
+}
+
+/// One row per subscription and node: its terms, then its counters (`-` when the node did not
+/// answer).
+pub(crate) fn subscriptions(rows: &[SubscriptionRow]) {
+    let rows = rows
+        .iter()
+        .map(|r| {
+            let guarantee = if r.at_least_once {
+                "at-least-once"
+            } else {
+                "at-most-once"
+            };
+            let terms = vec![
+                r.node.clone(),
+                r.pattern.clone(),
+                r.queue.clone().unwrap_or_else(|| "-".into()),
+                guarantee.to_string(),
+            ];
+            let counters = match &r.stats {
+                Some(s) => vec![
+                    format!("{}/{}", s.buffered, s.capacity),
+                    s.in_handler.to_string(),
+                    s.received.to_string(),
+                    s.handled.to_string(),
+                    s.failed.to_string(),
+                    s.dropped.to_string(),
+                ],
+                None => vec!["-".to_string(); 6],
+            };
+            [terms, counters].concat()
+        })
+        .collect();
+    print(
+        &[
+            "NODE",
+            "PATTERN",
+            "QUEUE",
+            "GUARANTEE",
+            "BUFFERED",
+            "IN HANDLER",
+            "RECEIVED",
+            "HANDLED",
+            "FAILED",
+            "DROPPED",
+        ],
+        rows,
+    );
 }

@@ -2,7 +2,9 @@
 //! and its exit codes, and the messages for a seed that does not answer and for missing
 //! credentials.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +13,8 @@ use colony::{
     ClusterCa, Context, Error, Handler, Message, Node, Recovery, RestartPolicy, ServiceStatus,
 };
 use serde::{Deserialize, Serialize};
+
+use common::{colony, stderr, stdout, TempDir};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Hello {
@@ -56,48 +60,6 @@ impl Handler<Boom> for Fragile {
     async fn handle(&mut self, _req: Boom, _ctx: &Context) -> Result<(), Error> {
         panic!("fragile asked to fail");
     }
-}
-
-/// A private directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let path =
-            std::env::temp_dir().join(format!("colony-cli-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-async fn colony(args: &[&str], ca_dir: &Path) -> Output {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_colony"));
-    cmd.args(args)
-        .arg("--ca-dir")
-        .arg(ca_dir)
-        .env_remove("COLONY_SEEDS")
-        .kill_on_drop(true);
-    tokio::time::timeout(Duration::from_secs(60), cmd.output())
-        .await
-        .expect("colony hung")
-        .expect("colony runs")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 async fn cluster(ca_dir: &Path) -> (Node, Node) {

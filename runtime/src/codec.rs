@@ -46,6 +46,25 @@ impl ContentType {
         }
     }
 
+    /// Encodes `value` at the end of `out` (no intermediate buffer).
+    pub(crate) fn encode_into<T: Serialize + ?Sized>(
+        self,
+        value: &T,
+        out: &mut bytes::BytesMut,
+    ) -> Result<(), Error> {
+        use bytes::BufMut;
+        let mut writer = out.writer();
+        match self {
+            ContentType::Bincode => {
+                bincode::serde::encode_into_std_write(value, &mut writer, bincode_config())
+                    .map(|_| ())
+                    .map_err(|e| Error::internal(format!("bincode encode: {e}")))
+            }
+            ContentType::Json => serde_json::to_writer(&mut writer, value)
+                .map_err(|e| Error::internal(format!("json encode: {e}"))),
+        }
+    }
+
     /// Decodes a `T` that must fill all of `bytes`. Failures are [`Code::BadRequest`].
     pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, Error> {
         match self {

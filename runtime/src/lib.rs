@@ -13,7 +13,8 @@ mod service;
 mod wire;
 
 pub use broker::{
-    DeadLetter, Event, Publish, Published, Subscriber, SubscriptionInfo, SubscriptionStats,
+    DeadLetter, Event, Publish, Published, Subscriber, Subscription, SubscriptionInfo,
+    SubscriptionStats,
 };
 pub use call::{Call, CallDefaults, Client, InstanceReport};
 pub use codec::ContentType;

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! colony-test-node --ca-dir DIR [--name NAME] [--listen ADDR] [--seed ADDR]... [--service NAME]...
-//!                  [--unavailable]
+//!                  [--unavailable] [--subscribe SPEC]... [--ack-wait-ms MS] [--handle-delay-ms MS]
+//!                  [--record-dir DIR]
 //! ```
 //!
 //! Starts a node on `127.0.0.1:0` trusting the CA in `DIR/ca.pem` (joining the cluster through
@@ -14,14 +15,24 @@
 //! With `--unavailable`, `fixture` and the `--service` names advertise the fixture's endpoints
 //! but their handlers answer every call with `Unavailable` (origin `Handler`): an instance that
 //! is up, reachable and useless, for outlier ejection tests.
+//!
+//! Each `--subscribe <service>:<pattern>[:<queue>][:alo]` runs a
+//! [`Recorder`](colony_tests::Recorder) service that subscribes to [`Job`](colony_tests::Job)s
+//! (in queue group `<queue>` if given, at-least-once with `alo`) and answers
+//! [`Received`](colony_tests::Received) with what it handled. At-least-once subscriptions
+//! redeliver after `--ack-wait-ms` (default 30 s: colony's), backoff from 50 ms, at most 10
+//! attempts. Every event takes `--handle-delay-ms` to handle (default 0); with `--record-dir`,
+//! each handled event is also appended to a file there (see `colony_tests::record_file`), which
+//! survives a `kill -9`.
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use colony::{Context, Error, Handler, Node};
+use colony::{Context, Error, Handler, Node, Redelivery};
 use colony_tests::{
-    fixture_endpoints, init_tracing, start_fixture, Blob, Count, Echo, Fail, Hold, HoldBig,
-    Inspect, Inspector, Panic, Sleep, FIXTURE, INSPECT,
+    fixture_endpoints, init_tracing, start_fixture, start_recorder, Blob, Count, Echo, Fail, Hold,
+    HoldBig, Inspect, Inspector, Panic, RecorderOptions, Sleep, SubscribeSpec, FIXTURE, INSPECT,
 };
 use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{signal, SignalKind};
@@ -29,7 +40,8 @@ use tokio::signal::unix::{signal, SignalKind};
 fn usage() -> ! {
     eprintln!(
         "usage: colony-test-node --ca-dir DIR [--name NAME] [--listen ADDR] [--seed ADDR]... \
-         [--service NAME]... [--unavailable]"
+         [--service NAME]... [--unavailable] [--subscribe SERVICE:PATTERN[:QUEUE][:alo]]... \
+         [--ack-wait-ms MS] [--handle-delay-ms MS] [--record-dir DIR]"
     );
     std::process::exit(2);
 }
@@ -42,6 +54,9 @@ async fn main() {
     let mut listen = "127.0.0.1:0".to_string();
     let mut services = Vec::new();
     let mut unavailable = false;
+    let mut subscriptions = Vec::new();
+    let mut ack_wait: Option<Duration> = None;
+    let mut recorder = RecorderOptions::default();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -51,10 +66,30 @@ async fn main() {
             "--listen" => listen = args.next().unwrap_or_else(|| usage()),
             "--service" => services.push(args.next().unwrap_or_else(|| usage())),
             "--unavailable" => unavailable = true,
+            "--subscribe" => {
+                let spec = args.next().unwrap_or_else(|| usage());
+                subscriptions.push(SubscribeSpec::parse(&spec).unwrap_or_else(|e| {
+                    eprintln!("colony-test-node: {e}");
+                    usage()
+                }));
+            }
+            "--ack-wait-ms" => ack_wait = Some(Duration::from_millis(millis(args.next()))),
+            "--handle-delay-ms" => recorder.delay = Duration::from_millis(millis(args.next())),
+            "--record-dir" => {
+                recorder.record_dir = Some(args.next().unwrap_or_else(|| usage()).into())
+            }
             _ => usage(),
         }
     }
     let Some(ca_dir) = ca_dir else { usage() };
+    if let Some(ack_wait) = ack_wait {
+        recorder.redelivery = Some(Redelivery {
+            ack_wait,
+            max_attempts: 10,
+            backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(500),
+        });
+    }
     init_tracing();
     // The tests make handlers panic on purpose: one line on stderr is enough.
     std::panic::set_hook(Box::new(|info| {
@@ -82,6 +117,11 @@ async fn main() {
         for service in &services {
             start_fixture(&node, service, 1).await;
         }
+    }
+    for spec in &subscriptions {
+        start_recorder(&node, spec, &recorder)
+            .await
+            .unwrap_or_else(|e| panic!("subscriber {spec:?} starts: {e}"));
     }
     let inspector = Inspector {
         node: name.clone(),
@@ -115,6 +155,11 @@ async fn main() {
     // Not a return from main: the runtime would wait for the blocking read of stdin, which
     // cannot be cancelled, when the process stops on a signal with its stdin still open.
     std::process::exit(0);
+}
+
+/// A flag's value in milliseconds.
+fn millis(arg: Option<String>) -> u64 {
+    arg.and_then(|a| a.parse().ok()).unwrap_or_else(|| usage())
 }
 
 /// Returns once stdin reaches end of file (or fails).

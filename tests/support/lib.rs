@@ -10,6 +10,10 @@
 //! - [`ChildNode`]: a node in another OS process, killed when the guard drops (or stopped
 //!   gracefully with SIGTERM).
 //! - [`load::Load`]: callers that keep calling until stopped, and what they saw.
+//! - Pub/sub: the [`Job`] event and the [`Recorder`] subscriber, which tells what it handled
+//!   through the [`Received`] call.
+//! - [`probe`]: the [`probe::Probe`] subscriber, which records each call of its handler, and the
+//!   in-process clusters, waits and checks of the pub/sub tests.
 
 use std::time::Duration;
 
@@ -22,11 +26,14 @@ pub const FIXTURE: &str = "fixture";
 mod fixture;
 pub mod load;
 mod nodes;
+pub mod probe;
 mod process;
+mod pubsub;
 mod raw;
 pub mod selection;
 
 pub use fixture::*;
 pub use nodes::*;
 pub use process::*;
+pub use pubsub::*;
 pub use raw::*;

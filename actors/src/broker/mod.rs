@@ -1,5 +1,6 @@
-//! Pub/sub's decision logic, free of I/O and of clocks: what the runtime's topic actors decide
-//! with (issue 9; the actors and their wiring to gossip and QUIC are not built yet).
+//! Pub/sub's decision logic, free of I/O and of clocks: what the runtime's broker
+//! (`runtime/src/broker/`: topic actors, links between nodes, the publisher's outbox) decides
+//! with.
 //!
 //! - [`Subject`] and [`Pattern`]: topic names as NATS subjects, `orders.created`; patterns add
 //!   `*` (one token) and `>` (the rest);

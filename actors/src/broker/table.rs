@@ -1,8 +1,8 @@
 //! Which subscriptions a subject reaches: a trie of pattern tokens, as NATS's sublist.
 //!
-//! A topic actor keeps one for the subscriptions of its node (local fan-out), and the publish
-//! path one for the whole cluster's, built from gossip: keyed by (node, subscription), since a
-//! node may hold several; the publisher then sends one copy per node among the matches.
+//! A node keeps one for its own subscriptions (keyed by subscription id) and one for every other
+//! node's, built from gossip (keyed by an index into the view's list of them, which names the
+//! node); the publisher matches both and sends one copy per node among the matches.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;

@@ -1,48 +1,28 @@
-//! The broker's paths: a publish resolved to subscriptions and sent, an event received from a
-//! link, an at-least-once event sent again or dead-lettered.
+//! The broker's main paths: a publish resolved and sent, an event received from a link.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use colony_actors::broker::Subject;
+use bytes::{BufMut, Bytes, BytesMut};
 use colony_quic::RecvStream;
 
-use super::event::{DeadLetter, Payload};
+use super::event::Payload;
 use super::frame::{self, EventHeader, Frame, FrameReader, WireTarget};
 use super::link::Outgoing;
 use super::outbox::{Sent, Tracked};
-use super::routes::RemoteSubscription;
+use super::resolve::Target;
 use super::subscription::{AckTo, Delivery, LocalSubscription, PushError};
 use super::{Broker, Published};
 use crate::codec::ContentType;
 use crate::context::Metadata;
 use crate::error::{Code, Error, Origin};
 
-/// How long a dead letter may wait for room in its subscribers' buffers.
-const DEAD_LETTER_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// One subscription a publish reaches.
-enum Target<'v> {
-    Local(Arc<LocalSubscription>),
-    Remote(&'v RemoteSubscription),
-}
-
-impl Target<'_> {
-    fn at_least_once(&self) -> bool {
-        match self {
-            Target::Local(s) => s.terms.redelivery.is_some(),
-            Target::Remote(s) => s.redelivery.is_some(),
-        }
-    }
-}
-
-/// What one node's copy of an event is for.
-#[derive(Default)]
+/// One node's copy of an event: which of its subscriptions it is for, in which codec.
 struct Copy {
+    addr: SocketAddr,
     targets: Vec<WireTarget>,
     json: bool,
 }
@@ -58,210 +38,243 @@ impl Broker {
         metadata: Metadata,
         timeout: Duration,
     ) -> Result<Published, Error> {
-        let subject = Subject::new(subject).map_err(|e| {
-            Error::client(
-                Code::BadRequest,
-                format!("invalid subject {subject:?}: {e}"),
+        let route = self
+            .routes
+            .get(
+                subject,
+                &self.registry,
+                &self.services.subscriptions,
+                &self.node,
             )
-        })?;
-        let deadline = Instant::now() + timeout;
-        let view = self.registry.current();
-        let targets = self.resolve(&subject, &view.subscriptions);
-        if targets.is_empty() {
+            .map_err(|e| {
+                Error::client(
+                    Code::BadRequest,
+                    format!("invalid subject {subject:?}: {e}"),
+                )
+            })?;
+        if route.is_empty() {
             return Ok(Published::default());
         }
-        let subject_str: Arc<str> = subject.as_str().into();
+        let deadline = Instant::now() + timeout;
+        let targets = route.targets(&self.rotation);
+        // Delivery ids first (the frames carry them); tracked only once every frame is built,
+        // so a publish that fails here leaves nothing behind.
         let mut local = Vec::new();
-        let mut remote: BTreeMap<SocketAddr, Copy> = BTreeMap::new();
+        let mut copies: Vec<Copy> = Vec::new();
+        let mut reliable = Vec::new();
         for target in &targets {
-            let ack = target
-                .at_least_once()
-                .then(|| self.track(&subject, &payload, &metadata, target));
+            let ack = target.at_least_once().then(|| {
+                let id = self.next_delivery.fetch_add(1, Ordering::Relaxed);
+                reliable.push((id, target));
+                (id, 1)
+            });
             match target {
                 Target::Local(sub) => local.push((sub.clone(), ack)),
                 Target::Remote(sub) => {
-                    let copy = remote.entry(sub.addr).or_default();
+                    let copy = match copies.iter_mut().position(|c| c.addr == sub.addr) {
+                        Some(i) => &mut copies[i],
+                        None => {
+                            copies.push(Copy {
+                                addr: sub.addr,
+                                targets: Vec::new(),
+                                json: payload.is_json(),
+                            });
+                            copies.last_mut().expect("just pushed")
+                        }
+                    };
                     copy.json |= sub.json;
                     copy.targets.push(WireTarget { sub: sub.id, ack });
                 }
             }
         }
+        let frames = self.frames(route.subject.as_str(), &payload, &metadata, &copies)?;
+        if !reliable.is_empty() {
+            self.outbox.room(reliable.len(), deadline).await?;
+            for (id, target) in reliable {
+                self.track(id, &route.subject, &payload, &metadata, target);
+            }
+        }
         let published = Published {
-            nodes: remote.len() + usize::from(!local.is_empty()),
+            nodes: copies.len() + usize::from(!local.is_empty()),
             subscriptions: targets.len(),
         };
         drop(targets);
-        // Encoded at most once per codec, before anything is sent: a too-large event fails
-        // whole.
-        let mut bodies: [Option<Bytes>; 2] = [None, None];
-        let mut frames = Vec::with_capacity(remote.len());
-        for (addr, copy) in remote {
-            let content_type = if copy.json {
-                ContentType::Json
-            } else {
-                ContentType::Bincode
-            };
-            let slot = &mut bodies[usize::from(copy.json)];
-            let body = match slot {
-                Some(body) => body.clone(),
-                None => slot.insert(self.encode(&payload, content_type)?).clone(),
-            };
-            let header = EventHeader {
-                subject: subject_str.to_string(),
-                content_type,
-                reply_to: copy
-                    .targets
-                    .iter()
-                    .any(|t| t.ack.is_some())
-                    .then_some(self.addr),
-                targets: copy.targets,
-                timeout_ms: millis(deadline),
-                metadata: metadata.clone(),
-            };
-            frames.push((addr, frame::event(&header, &body)?));
+        if !local.is_empty() {
+            let subject: Arc<str> = route.subject.as_str().into();
+            for (sub, ack) in local {
+                let delivery = Delivery {
+                    subject: subject.clone(),
+                    payload: payload.clone(),
+                    metadata: metadata.clone(),
+                    from: None,
+                    ack: ack.map(|(id, attempt)| AckTo {
+                        id,
+                        attempt,
+                        origin: None,
+                    }),
+                };
+                self.push_local(&sub, delivery, Some(deadline)).await?;
+            }
         }
-        for (sub, ack) in local {
-            let ack = ack.map(|(id, attempt)| AckTo {
-                id,
-                attempt,
-                origin: None,
-            });
-            let delivery = Delivery {
-                subject: subject_str.clone(),
-                payload: payload.clone(),
-                metadata: metadata.clone(),
-                from: None,
-                ack,
-            };
-            self.push_local(&sub, delivery, deadline).await?;
-        }
-        for (addr, frame) in frames {
-            let link = self.link(addr);
-            match tokio::time::timeout_at(deadline.into(), link.send(Outgoing::Event(frame))).await {
-                Ok(Ok(())) => {}
-                Ok(Err(())) => {
-                    return Err(Error::client(
-                        Code::Unavailable,
-                        format!("the link to {addr} closed (node shutting down)"),
-                    ))
+        for (copy, framed) in copies.iter().zip(frames) {
+            if let Err(e) = self.send_frame(copy.addr, framed, deadline).await {
+                // Tracked but never sent: fail those attempts now, so they are retried after
+                // their backoff rather than at their ack deadline.
+                for (id, attempt) in copy.targets.iter().filter_map(|t| t.ack) {
+                    let to = AckTo {
+                        id,
+                        attempt,
+                        origin: None,
+                    };
+                    self.answer(to, Err(e.detail().to_string()));
                 }
-                Err(_) => {
-                    return Err(Error::client(
-                        Code::Timeout,
-                        format!("subscribers on {addr} did not take the event before the deadline: their buffers are full"),
-                    ))
-                }
+                return Err(e);
             }
         }
         Ok(published)
     }
 
-    /// The subscriptions `subject` reaches: every plain one, one member of each queue group.
-    fn resolve<'v>(
+    /// One frame per copy. A single copy gets the event encoded straight into its frame; more
+    /// share one encoding per codec.
+    fn frames(
         &self,
-        subject: &Subject,
-        cluster: &'v super::ClusterSubscriptions,
-    ) -> Vec<Target<'v>> {
-        let mut targets = Vec::new();
-        let mut groups: BTreeMap<Arc<str>, Vec<Target<'v>>> = BTreeMap::new();
-        if !self.services.subscriptions.is_empty() {
-            let found = self.services.subscriptions.matches(subject);
-            let local = |id: &u64| self.services.subscriptions.get(*id).map(Target::Local);
-            targets.extend(found.plain.iter().filter_map(local));
-            for (group, members) in found.groups {
-                groups
-                    .entry(group)
-                    .or_default()
-                    .extend(members.iter().filter_map(local));
-            }
-        }
-        if !cluster.is_empty() {
-            let (plain, remote_groups) = cluster.matches(subject, &self.node);
-            targets.extend(plain.into_iter().map(Target::Remote));
-            for (group, members) in remote_groups {
-                groups
-                    .entry(group)
-                    .or_default()
-                    .extend(members.into_iter().map(Target::Remote));
-            }
-        }
-        for (_, mut members) in groups {
-            if members.is_empty() {
-                continue;
-            }
-            let turn = self.rotation.fetch_add(1, Ordering::Relaxed) as usize % members.len();
-            targets.push(members.swap_remove(turn));
-        }
-        targets
-    }
-
-    /// Starts tracking an at-least-once delivery; returns (delivery id, attempt).
-    fn track(
-        &self,
-        subject: &Subject,
+        subject: &str,
         payload: &Payload,
         metadata: &Metadata,
-        target: &Target<'_>,
-    ) -> (u64, u32) {
-        let id = self.next_delivery.fetch_add(1, Ordering::Relaxed);
-        let tracked = match target {
-            Target::Local(sub) => Tracked {
-                subject: subject.clone(),
-                payload: payload.clone(),
-                metadata: metadata.clone(),
-                policy: sub.terms.redelivery.unwrap_or_default(),
-                group: sub.terms.queue.clone(),
-                node: self.node.as_str().into(),
-                service: sub.service.clone(),
-                pattern: sub.terms.pattern.as_str().into(),
-                dead_letter: Some(sub.terms.dead_letter.clone()),
-                sent: Sent::Local { id: sub.id },
-                last_error: String::new(),
-            },
-            Target::Remote(sub) => Tracked {
-                subject: subject.clone(),
-                payload: payload.clone(),
-                metadata: metadata.clone(),
-                policy: sub.redelivery.unwrap_or_default(),
-                group: sub.queue.clone(),
-                node: sub.node.clone(),
-                service: sub.service.clone(),
-                pattern: sub.pattern.clone(),
-                dead_letter: sub.dead_letter.clone(),
-                sent: Sent::Remote {
-                    addr: sub.addr,
-                    id: sub.id,
-                },
-                last_error: String::new(),
-            },
-        };
-        (id, self.outbox.track(id, tracked))
+        copies: &[Copy],
+    ) -> Result<Vec<Bytes>, Error> {
+        let mut bodies: [Option<Bytes>; 2] = [None, None];
+        let mut frames = Vec::with_capacity(copies.len());
+        for copy in copies {
+            let content_type = codec(copy.json);
+            let header = EventHeader {
+                subject,
+                content_type,
+                targets: Cow::Borrowed(&copy.targets),
+                reply_to: copy
+                    .targets
+                    .iter()
+                    .any(|t| t.ack.is_some())
+                    .then_some(self.addr),
+                metadata: Cow::Borrowed(metadata),
+            };
+            let mut framed = frame::begin_event(&header, 128)?;
+            if copies.len() == 1 {
+                payload
+                    .encode_into(content_type, &mut framed)
+                    .map_err(|e| Error::client(Code::BadRequest, e.detail().to_string()))?;
+                self.check_size(frame::body_len(&framed))?;
+            } else {
+                let slot = &mut bodies[usize::from(copy.json)];
+                let body = match slot {
+                    Some(body) => body,
+                    None => {
+                        let mut body = BytesMut::new();
+                        payload
+                            .encode_into(content_type, &mut body)
+                            .map_err(|e| Error::client(Code::BadRequest, e.detail().to_string()))?;
+                        self.check_size(body.len())?;
+                        slot.insert(body.freeze())
+                    }
+                };
+                framed.put_slice(body);
+            }
+            frames.push(frame::finish(framed));
+        }
+        Ok(frames)
     }
 
-    fn encode(&self, payload: &Payload, content_type: ContentType) -> Result<Bytes, Error> {
-        let body = payload
-            .encode(content_type)
-            .map_err(|e| Error::client(Code::BadRequest, e.detail().to_string()))?;
-        if body.len() > self.max_event {
+    fn check_size(&self, len: usize) -> Result<(), Error> {
+        if len > self.max_event {
             return Err(Error::client(
                 Code::TooLarge,
                 format!(
-                    "event of {} bytes exceeds the {} byte limit for events sent to other nodes",
-                    body.len(),
+                    "event of {len} bytes exceeds the {} byte limit for events sent to other nodes",
                     self.max_event
                 ),
             ));
         }
-        Ok(body)
+        Ok(())
+    }
+
+    /// Queues a frame on the link to `addr`, waiting for room until `deadline`.
+    pub(super) async fn send_frame(
+        &self,
+        addr: SocketAddr,
+        framed: Bytes,
+        deadline: Instant,
+    ) -> Result<(), Error> {
+        let link = self.link(addr);
+        match tokio::time::timeout_at(deadline.into(), link.send(Outgoing::Event(framed))).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(())) => Err(Error::client(
+                Code::Unavailable,
+                format!("the link to {addr} closed (node shutting down)"),
+            )),
+            Err(_) => Err(Error::client(
+                Code::Timeout,
+                format!("subscribers on {addr} did not take the event before the deadline: their buffers are full"),
+            )),
+        }
+    }
+
+    /// Starts tracking at-least-once delivery `id` (attempt 1).
+    fn track(
+        &self,
+        id: u64,
+        subject: &colony_actors::broker::Subject,
+        payload: &Payload,
+        metadata: &Metadata,
+        target: &Target<'_>,
+    ) {
+        let (policy, group, node, service, pattern, dead_letter, sent) = match target {
+            Target::Local(sub) => (
+                sub.terms.redelivery,
+                sub.terms.queue.clone(),
+                self.node.as_str().into(),
+                sub.service.clone(),
+                sub.terms.pattern.as_str().into(),
+                sub.terms.dead_letter.clone(),
+                Sent::Local { id: sub.id },
+            ),
+            Target::Remote(sub) => (
+                sub.redelivery,
+                sub.queue.clone(),
+                sub.node.clone(),
+                sub.service.clone(),
+                sub.pattern.clone(),
+                sub.dead_letter.clone(),
+                Sent::Remote {
+                    addr: sub.addr,
+                    id: sub.id,
+                },
+            ),
+        };
+        self.outbox.track(
+            id,
+            Tracked {
+                subject: subject.clone(),
+                payload: payload.clone(),
+                metadata: metadata.clone(),
+                policy: policy.unwrap_or_default(),
+                group,
+                node,
+                service,
+                pattern,
+                dead_letter,
+                sent,
+                last_error: String::new(),
+            },
+        );
     }
 
     /// Queues a delivery in a subscription on this node; a subscription that is gone or stays
     /// full fails an at-least-once attempt (retried) and loses an at-most-once event.
-    async fn push_local(
+    pub(super) async fn push_local(
         &self,
         sub: &LocalSubscription,
         delivery: Delivery,
-        deadline: Instant,
+        deadline: Option<Instant>,
     ) -> Result<(), Error> {
         match sub.push(delivery, deadline).await {
             Ok(()) => Ok(()),
@@ -308,7 +321,7 @@ impl Broker {
                     return;
                 }
             };
-            match frame::decode(frame) {
+            match frame::decode(&frame) {
                 Ok(Frame::Event(header, body)) => self.receive(header, body, from).await,
                 Ok(Frame::Acks(acks)) => {
                     for ack in acks {
@@ -327,15 +340,14 @@ impl Broker {
     }
 
     /// One event from another node, for the subscriptions it names.
-    async fn receive(&self, header: EventHeader, body: Bytes, from: SocketAddr) {
-        let deadline = Instant::now() + Duration::from_millis(u64::from(header.timeout_ms));
+    async fn receive(&self, header: EventHeader<'_>, body: Bytes, from: SocketAddr) {
         let subject: Arc<str> = header.subject.into();
         let payload = Payload::Encoded {
             content_type: header.content_type,
             body,
         };
         let origin = header.reply_to.unwrap_or(from);
-        for target in header.targets {
+        for target in header.targets.iter() {
             let ack = target.ack.map(|(id, attempt)| AckTo {
                 id,
                 attempt,
@@ -356,212 +368,23 @@ impl Broker {
             let delivery = Delivery {
                 subject: subject.clone(),
                 payload: payload.clone(),
-                metadata: header.metadata.clone(),
+                metadata: header.metadata.as_ref().clone(),
                 from: Some(from),
                 ack,
             };
-            // A full blocking buffer holds the link (and so the publisher) until the
-            // publisher's deadline; past it the event is dropped here, as the publisher
-            // was told.
-            let _ = self.push_local(&sub, delivery, deadline).await;
-        }
-    }
-
-    /// Sends attempt `attempt` of delivery `id`: to the same subscription (or its successor
-    /// on a restarted node), or to another member of its queue group.
-    pub(super) async fn resend(&self, id: u64) {
-        let Some(view) = self.outbox.view(id) else {
-            return;
-        };
-        let cluster = self.registry.current();
-        let target = self.redelivery_target(&view, &cluster.subscriptions);
-        let sent = match &target {
-            Some(Target::Local(sub)) => Sent::Local { id: sub.id },
-            Some(Target::Remote(sub)) => Sent::Remote {
-                addr: sub.addr,
-                id: sub.id,
-            },
-            None => Sent::Nowhere,
-        };
-        let Some((attempt, view)) = self.outbox.resent(id, sent) else {
-            return;
-        };
-        let deadline = Instant::now() + DEAD_LETTER_TIMEOUT;
-        match target {
-            None => self.answer(
-                AckTo {
-                    id,
-                    attempt,
-                    origin: None,
-                },
-                Err(format!(
-                    "no subscriber for {} is reachable",
-                    view.subject.as_str()
-                )),
-            ),
-            Some(Target::Local(sub)) => {
-                let delivery = Delivery {
-                    subject: view.subject.as_str().into(),
-                    payload: view.payload,
-                    metadata: view.metadata,
-                    from: None,
-                    ack: Some(AckTo {
-                        id,
-                        attempt,
-                        origin: None,
-                    }),
-                };
-                let _ = self.push_local(&sub, delivery, deadline).await;
-            }
-            Some(Target::Remote(sub)) => {
-                let content_type = if sub.json {
-                    ContentType::Json
-                } else {
-                    ContentType::Bincode
-                };
-                let framed = self.encode(&view.payload, content_type).and_then(|body| {
-                    frame::event(
-                        &EventHeader {
-                            subject: view.subject.as_str().to_string(),
-                            content_type,
-                            targets: vec![WireTarget {
-                                sub: sub.id,
-                                ack: Some((id, attempt)),
-                            }],
-                            reply_to: Some(self.addr),
-                            timeout_ms: millis(deadline),
-                            metadata: view.metadata.clone(),
-                        },
-                        &body,
-                    )
-                });
-                match framed {
-                    Ok(framed) => {
-                        let _ = self.link(sub.addr).send(Outgoing::Event(framed)).await;
-                    }
-                    Err(e) => self.answer(
-                        AckTo {
-                            id,
-                            attempt,
-                            origin: None,
-                        },
-                        Err(e.detail().to_string()),
-                    ),
-                }
-            }
-        }
-    }
-
-    /// Where a redelivery goes: a queue group's members other than the last one tried when
-    /// there are any; for a plain subscription, the same node, service and pattern.
-    fn redelivery_target<'v>(
-        &self,
-        view: &super::outbox::TrackedView,
-        cluster: &'v super::ClusterSubscriptions,
-    ) -> Option<Target<'v>> {
-        let last = &view.sent;
-        let is_last = |t: &Target<'_>| match (t, last) {
-            (Target::Local(s), Sent::Local { id }) => s.id == *id,
-            (Target::Remote(s), Sent::Remote { addr, id }) => s.addr == *addr && s.id == *id,
-            _ => false,
-        };
-        let candidates: Vec<Target<'v>> = match &view.group {
-            Some(_) => self.group_members(view, cluster),
-            None => self
-                .resolve(&view.subject, cluster)
-                .into_iter()
-                .filter(|t| match t {
-                    Target::Local(s) => {
-                        *view.node == *self.node
-                            && s.terms.queue.is_none()
-                            && s.service == view.service
-                            && s.terms.pattern.as_str() == &*view.pattern
-                    }
-                    Target::Remote(s) => {
-                        s.queue.is_none()
-                            && s.node == view.node
-                            && s.service == view.service
-                            && s.pattern == view.pattern
-                    }
-                })
-                .collect(),
-        };
-        let fresh = candidates.iter().position(|t| !is_last(t));
-        match fresh {
-            Some(i) => candidates.into_iter().nth(i),
-            None => candidates.into_iter().next(),
-        }
-    }
-
-    /// Every member of the delivery's queue group that the subject reaches (resolve picks one
-    /// per group; a redelivery wants to choose among all).
-    fn group_members<'v>(
-        &self,
-        view: &super::outbox::TrackedView,
-        cluster: &'v super::ClusterSubscriptions,
-    ) -> Vec<Target<'v>> {
-        let Some(group) = &view.group else {
-            return Vec::new();
-        };
-        let mut members = Vec::new();
-        if let Some(local) = self
-            .services
-            .subscriptions
-            .matches(&view.subject)
-            .groups
-            .get(group)
-        {
-            members.extend(
-                local
-                    .iter()
-                    .filter_map(|id| self.services.subscriptions.get(*id).map(Target::Local)),
-            );
-        }
-        if let Some(remote) = cluster.matches(&view.subject, &self.node).1.remove(group) {
-            members.extend(remote.into_iter().map(Target::Remote));
-        }
-        members
-    }
-
-    /// Publishes a delivery whose every attempt failed to its dead-letter subject.
-    pub(super) async fn dead_letter(&self, tracked: Tracked, attempts: u32) {
-        tracing::warn!(node = %self.node, subject = %tracked.subject.as_str(), service = %tracked.service, attempts, error = %tracked.last_error, "event dead-lettered");
-        let Some(subject) = tracked.dead_letter else {
-            return;
-        };
-        let content_type = match &tracked.payload {
-            Payload::Encoded { content_type, .. } => *content_type,
-            Payload::Local(_) => ContentType::Bincode,
-        };
-        let Ok(body) = tracked.payload.encode(content_type) else {
-            return;
-        };
-        let letter = DeadLetter {
-            subject: tracked.subject.as_str().to_string(),
-            service: tracked.service.to_string(),
-            attempts,
-            error: tracked.last_error,
-            content_type,
-            body: body.to_vec(),
-        };
-        let published = self
-            .publish(
-                subject.as_str(),
-                Payload::Local(Arc::new(letter)),
-                tracked.metadata,
-                DEAD_LETTER_TIMEOUT,
-            )
-            .await;
-        if let Err(e) = published {
-            tracing::warn!(node = %self.node, subject = %subject.as_str(), error = %e, "dead letter could not be published");
+            // A full blocking buffer holds the link until it has room (or the subscription
+            // ends): the publisher was told the event was sent, so it is not dropped here.
+            // The publisher is slowed instead: its link's queue fills, then its publishes
+            // wait and time out.
+            let _ = self.push_local(&sub, delivery, None).await;
         }
     }
 }
 
-/// What is left until `deadline`, in ms, for the wire.
-fn millis(deadline: Instant) -> u32 {
-    deadline
-        .saturating_duration_since(Instant::now())
-        .as_millis()
-        .min(u128::from(u32::MAX)) as u32
+pub(super) fn codec(json: bool) -> ContentType {
+    if json {
+        ContentType::Json
+    } else {
+        ContentType::Bincode
+    }
 }

@@ -5,7 +5,7 @@ use std::any::Any;
 use std::future::Future;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -88,6 +88,7 @@ pub(crate) enum Payload {
 pub(crate) trait LocalEvent: Send + Sync {
     fn as_any(&self) -> &dyn Any;
     fn encode(&self, content_type: ContentType) -> Result<Vec<u8>, Error>;
+    fn encode_into(&self, content_type: ContentType, out: &mut BytesMut) -> Result<(), Error>;
 }
 
 impl<E: Event> LocalEvent for E {
@@ -96,6 +97,9 @@ impl<E: Event> LocalEvent for E {
     }
     fn encode(&self, content_type: ContentType) -> Result<Vec<u8>, Error> {
         content_type.encode(self)
+    }
+    fn encode_into(&self, content_type: ContentType, out: &mut BytesMut) -> Result<(), Error> {
+        content_type.encode_into(self, out)
     }
 }
 
@@ -108,15 +112,40 @@ impl Payload {
                 content_type: ct,
                 body,
             } if *ct == content_type => Ok(body.clone()),
+            // Without the Rust type, bytes cannot change codec faithfully (bincode of a JSON
+            // value is not bincode of the struct): such payloads travel as they came.
             Payload::Encoded {
-                content_type: ct,
-                body,
-            } => {
-                // Only JSON can be re-encoded without the Rust type: as a JSON value.
-                let value: serde_json::Value = ct.decode(body)?;
-                content_type.encode(&value).map(Bytes::from)
+                content_type: ct, ..
+            } => Err(Error::internal(format!(
+                "an event published as {ct} cannot be sent as {content_type}"
+            ))),
+        }
+    }
+
+    /// Appends the payload's bytes in `content_type` to `out`.
+    pub(crate) fn encode_into(
+        &self,
+        content_type: ContentType,
+        out: &mut BytesMut,
+    ) -> Result<(), Error> {
+        match self {
+            Payload::Local(value) => value.encode_into(content_type, out),
+            Payload::Encoded { .. } => {
+                out.extend_from_slice(&self.encode(content_type)?);
+                Ok(())
             }
         }
+    }
+
+    /// True for an event published as JSON (without Rust types): it travels as JSON.
+    pub(crate) fn is_json(&self) -> bool {
+        matches!(
+            self,
+            Payload::Encoded {
+                content_type: ContentType::Json,
+                ..
+            }
+        )
     }
 
     /// The payload as an `E`: a clone of the published value when it is one, else decoded.

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use colony_quic::Endpoint;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -141,11 +141,18 @@ async fn write_loop(w: Writer, mut rx: mpsc::Receiver<Outgoing>, cancel: Cancell
                 }
             }
         }
+        // One contiguous write: quinn walks its send buffer's segments for every packet, so
+        // hundreds of small chunks cost more there than one copy here.
         let written = match stream.as_mut() {
-            Some(s) => s
-                .write_all_chunks(&mut chunks)
-                .await
-                .map_err(|e| e.to_string()),
+            Some(s) => {
+                let mut batch = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
+                for chunk in &chunks {
+                    batch.extend_from_slice(chunk);
+                }
+                s.write_chunk(batch.freeze())
+                    .await
+                    .map_err(|e| e.to_string())
+            }
             None => Err("no stream".into()),
         };
         if let Err(e) = written {

@@ -21,6 +21,8 @@ pub(crate) fn next_subscription_id() -> u64 {
 pub(crate) struct LocalSubscriptions {
     table: RwLock<Table<u64>>,
     by_id: DashMap<u64, Arc<LocalSubscription>>,
+    /// Grows with every change: routes cached by publishers are rebuilt when it moves.
+    version: AtomicU64,
 }
 
 impl LocalSubscriptions {
@@ -38,6 +40,7 @@ impl LocalSubscriptions {
             );
             self.by_id.insert(sub.id, sub.clone());
         }
+        self.version.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Ends a service's subscriptions (it was removed from the node's services).
@@ -52,6 +55,7 @@ impl LocalSubscriptions {
                 self.by_id.remove(&sub.id);
             }
         }
+        self.version.fetch_add(1, Ordering::AcqRel);
         for sub in subscriptions {
             sub.close();
         }
@@ -67,8 +71,8 @@ impl LocalSubscriptions {
         table.matches(subject)
     }
 
-    /// True if none is registered: a publish skips the lookup.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
+    /// Which set of subscriptions this is: changes with every add and end.
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
     }
 }

@@ -22,6 +22,8 @@ mod link;
 mod local;
 mod outbox;
 mod publish;
+mod redeliver;
+mod resolve;
 mod routes;
 mod subscription;
 
@@ -43,11 +45,11 @@ pub use event::{DeadLetter, Event, Subscriber};
 pub(crate) use frame::LINK;
 pub(crate) use local::{next_subscription_id, LocalSubscriptions};
 pub use publish::{Publish, Published};
-pub use routes::SubscriptionInfo;
 pub(crate) use routes::{ClusterSubscriptions, SubscriptionAd};
+pub use routes::{Subscription, SubscriptionInfo};
 pub use subscription::SubscriptionStats;
 pub(crate) use subscription::{
-    AckSink, AckTo, Completion, LocalSubscription, Port, Refusal, Terms,
+    AckSink, AckTo, Completion, LocalSubscription, Port, Refusal, Terms, WINDOW_PER_INSTANCE,
 };
 
 use link::Link;
@@ -76,6 +78,7 @@ pub(crate) struct Broker {
     services: Arc<LocalServices>,
     registry: Registry,
     links: DashMap<SocketAddr, Link>,
+    routes: resolve::Routes,
     outbox: Outbox,
     /// Delivery ids for at-least-once events.
     next_delivery: AtomicU64,
@@ -108,9 +111,12 @@ impl Broker {
             services,
             registry,
             links: DashMap::new(),
+            routes: resolve::Routes::default(),
             outbox: Outbox::default(),
             next_delivery: AtomicU64::new(1),
-            rotation: AtomicU64::new(0),
+            // From a random turn: short-lived publishers (one `colony publish` each) would
+            // otherwise all pick a group's first member.
+            rotation: AtomicU64::new(colony_actors::selector::random_below(1 << 20) as u64),
             max_event,
             counters: Counters::default(),
             cancel: CancellationToken::new(),

@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 
 use super::event::Payload;
 use crate::context::Metadata;
+use crate::error::{Code, Error};
 
 /// Where an attempt went.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +67,14 @@ struct State {
     tracked: HashMap<u64, Tracked>,
     /// Retries waiting for their backoff: (when, id, attempt).
     retries: BTreeSet<(Instant, u64, u32)>,
+    /// When the outbox task means to look next: a new ack deadline earlier than that wakes it.
+    planned: Option<Instant>,
 }
+
+/// At-least-once deliveries a node keeps unacknowledged at most: past it, publishes wait
+/// (within their deadline), so a publisher that outruns its subscribers' acks is slowed
+/// rather than growing this without bound.
+pub(crate) const MAX_UNACKED: usize = 64 * 1024;
 
 /// Unacknowledged at-least-once deliveries of this node's publishes.
 #[derive(Default)]
@@ -74,6 +82,8 @@ pub(crate) struct Outbox {
     state: Mutex<State>,
     /// Wakes the outbox task: a retry was scheduled, or an ack deadline set.
     pub(crate) wake: Notify,
+    /// Wakes publishers waiting for room.
+    room: Notify,
 }
 
 impl Outbox {
@@ -81,22 +91,55 @@ impl Outbox {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Waits until `n` more deliveries fit under [`MAX_UNACKED`], or `deadline`.
+    pub(crate) async fn room(&self, n: usize, deadline: Instant) -> Result<(), Error> {
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            let unacked = self.len();
+            if unacked + n <= MAX_UNACKED || unacked == 0 {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline.into(), room)
+                .await
+                .is_err()
+            {
+                return Err(Error::client(
+                    Code::Timeout,
+                    format!("{unacked} at-least-once deliveries wait for acknowledgements: the publisher is ahead of its subscribers"),
+                ));
+            }
+        }
+    }
+
     /// Starts tracking delivery `id`; returns its first attempt number (1).
     pub(crate) fn track(&self, id: u64, tracked: Tracked) -> u32 {
         let mut state = self.lock();
         let policy = tracked.policy;
-        let was_idle = state.tracked.is_empty();
         state.tracked.insert(id, tracked);
+        let now = Instant::now();
         let attempt = state
             .inflight
             .entry(policy)
             .or_insert_with(|| InFlight::new(policy))
-            .sent(id, Instant::now());
+            .sent(id, now);
+        let wake = state.planned.is_none_or(|at| now + policy.ack_wait < at);
+        if wake {
+            state.planned = Some(now + policy.ack_wait);
+        }
         drop(state);
-        if was_idle {
+        if wake {
             self.wake.notify_one();
         }
         attempt
+    }
+
+    /// A delivery is done (acknowledged or dead-lettered): a waiting publisher may go on.
+    fn removed(&self, state: &State) {
+        if state.tracked.len() + 1 == MAX_UNACKED || state.tracked.is_empty() {
+            self.room.notify_waiters();
+        }
     }
 
     /// Attempt `attempt` of `id` went to `sent` (a redelivery); returns the attempt number the
@@ -137,6 +180,7 @@ impl Outbox {
             Ok(()) => {
                 if inflight.acked(&id, attempt) {
                     state.tracked.remove(&id);
+                    self.removed(&state);
                 }
                 None
             }
@@ -146,6 +190,7 @@ impl Outbox {
                     t.last_error = error;
                 }
                 let due = Self::schedule(&mut state, id, retry);
+                self.removed(&state);
                 drop(state);
                 self.wake.notify_one();
                 due
@@ -195,6 +240,7 @@ impl Outbox {
                 due.extend(Self::schedule(&mut state, id, retry));
             }
         }
+        self.removed(&state);
         drop(state);
         self.wake.notify_one();
         due
@@ -227,15 +273,17 @@ impl Outbox {
                 due.push(Due::Resend { id });
             }
         }
+        self.removed(&state);
         due
     }
 
-    /// When the outbox task should look again.
+    /// When the outbox task should look again (and remembers it, see `track`).
     pub(crate) fn next_due(&self) -> Option<Instant> {
-        let state = self.lock();
+        let mut state = self.lock();
         let retry = state.retries.first().map(|(at, _, _)| *at);
         let ack = state.inflight.values().filter_map(InFlight::next_due).min();
-        retry.into_iter().chain(ack).min()
+        state.planned = retry.into_iter().chain(ack).min();
+        state.planned
     }
 
     /// Deliveries not yet acknowledged.
@@ -268,5 +316,104 @@ impl TrackedView {
             pattern: t.pattern.clone(),
             sent: t.sent.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn tracked(sent: Sent, max_attempts: u32) -> Tracked {
+        Tracked {
+            subject: Subject::new("orders.created").unwrap(),
+            payload: Payload::Encoded {
+                content_type: crate::codec::ContentType::Json,
+                body: bytes::Bytes::from_static(b"{}"),
+            },
+            metadata: Metadata::default(),
+            policy: Redelivery {
+                ack_wait: Duration::from_secs(30),
+                max_attempts,
+                backoff: Duration::ZERO,
+                max_backoff: Duration::ZERO,
+            },
+            group: None,
+            node: "b".into(),
+            service: "billing".into(),
+            pattern: "orders.*".into(),
+            dead_letter: Some(Subject::new("colony.dead.billing").unwrap()),
+            sent,
+            last_error: String::new(),
+        }
+    }
+
+    fn remote(port: u16) -> Sent {
+        Sent::Remote {
+            addr: ([127, 0, 0, 1], port).into(),
+            id: 1,
+        }
+    }
+
+    #[test]
+    fn an_ack_of_the_current_attempt_ends_the_delivery_and_a_late_one_changes_nothing() {
+        let outbox = Outbox::default();
+        assert_eq!(outbox.track(1, tracked(remote(7000), 3)), 1);
+        assert!(outbox.answered(1, 2, Ok(())).is_none());
+        assert_eq!(outbox.len(), 1, "an ack for an attempt not sent is ignored");
+        assert!(outbox.answered(1, 1, Ok(())).is_none());
+        assert_eq!(outbox.len(), 0);
+    }
+
+    #[test]
+    fn failures_are_retried_then_dead_lettered_with_the_last_error() {
+        let outbox = Outbox::default();
+        outbox.track(1, tracked(Sent::Local { id: 9 }, 2));
+        assert!(outbox.answered(1, 1, Err("boom".into())).is_none());
+        let due = outbox.due(Instant::now() + Duration::from_millis(1));
+        assert!(matches!(due.as_slice(), [Due::Resend { id: 1 }]));
+        let (attempt, _) = outbox.resent(1, Sent::Local { id: 9 }).unwrap();
+        assert_eq!(attempt, 2);
+        match outbox.answered(1, 2, Err("boom again".into())) {
+            Some(Due::DeadLetter { tracked, attempts }) => {
+                assert_eq!(attempts, 2);
+                assert_eq!(tracked.last_error, "boom again");
+            }
+            _ => panic!("the last failed attempt dead-letters"),
+        }
+        assert_eq!(outbox.len(), 0);
+    }
+
+    #[test]
+    fn a_node_leaving_fails_only_the_attempts_in_flight_to_it() {
+        let outbox = Outbox::default();
+        outbox.track(1, tracked(remote(7000), 5));
+        outbox.track(2, tracked(remote(7001), 5));
+        assert!(outbox.node_gone(([127, 0, 0, 1], 7000).into()).is_empty());
+        let due = outbox.due(Instant::now() + Duration::from_millis(1));
+        assert!(
+            matches!(due.as_slice(), [Due::Resend { id: 1 }]),
+            "only the delivery to the gone node is resent"
+        );
+        assert_eq!(outbox.view(1).unwrap().sent, Sent::Nowhere);
+        assert_eq!(outbox.view(2).unwrap().sent, remote(7001));
+    }
+
+    #[test]
+    fn an_overdue_ack_fails_the_attempt() {
+        let outbox = Outbox::default();
+        outbox.track(1, tracked(remote(7000), 5));
+        assert!(outbox.due(Instant::now()).is_empty(), "not overdue yet");
+        let later = Instant::now() + Duration::from_secs(31);
+        // No backoff in this policy: the retry is due as soon as the attempt has failed.
+        assert!(matches!(
+            outbox.due(later).as_slice(),
+            [Due::Resend { id: 1 }]
+        ));
+        assert!(
+            outbox.next_due().is_none(),
+            "nothing in flight until it is resent"
+        );
     }
 }

@@ -29,7 +29,7 @@ pub struct Published {
 #[must_use = "nothing is published until it is awaited"]
 pub struct Publish<'c> {
     client: &'c Client,
-    subject: String,
+    subject: &'c str,
     payload: Result<Payload, Error>,
     metadata: Metadata,
     timeout: Option<Duration>,
@@ -54,7 +54,7 @@ impl Publish<'_> {
         let timeout = self.timeout.unwrap_or(caller.defaults.timeout);
         caller
             .broker
-            .publish(&self.subject, self.payload?, self.metadata, timeout)
+            .publish(self.subject, self.payload?, self.metadata, timeout)
             .await
     }
 }
@@ -77,13 +77,13 @@ impl Client {
     /// subscriber's buffer (or the link to its node) has taken the event: it may wait there,
     /// within its timeout, when a subscriber's overflow policy blocks. At-least-once
     /// subscriptions are acknowledged later; [`flush`](Self::flush) waits for that.
-    pub fn publish<E: Event>(&self, subject: &str, event: E) -> Publish<'_> {
+    pub fn publish<'c, E: Event>(&'c self, subject: &'c str, event: E) -> Publish<'c> {
         self.publishing(subject, Ok(Payload::Local(Arc::new(event))))
     }
 
     /// Publishes an event given as JSON (for tools and other languages: the `colony publish`
     /// command). Typed subscribers decode it from JSON; it must be valid JSON.
-    pub fn publish_json(&self, subject: &str, json: impl Into<Vec<u8>>) -> Publish<'_> {
+    pub fn publish_json<'c>(&'c self, subject: &'c str, json: impl Into<Vec<u8>>) -> Publish<'c> {
         let body = json.into();
         let payload = match serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
             Ok(_) => Ok(Payload::Encoded {
@@ -98,10 +98,10 @@ impl Client {
         self.publishing(subject, payload)
     }
 
-    fn publishing(&self, subject: &str, payload: Result<Payload, Error>) -> Publish<'_> {
+    fn publishing<'c>(&'c self, subject: &'c str, payload: Result<Payload, Error>) -> Publish<'c> {
         Publish {
             client: self,
-            subject: subject.to_string(),
+            subject,
             payload,
             metadata: Metadata::default(),
             timeout: None,

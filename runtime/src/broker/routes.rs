@@ -24,7 +24,8 @@ pub(crate) struct SubscriptionAd {
     /// At-least-once: the subscriber's redelivery terms, which the publisher applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) redelivery: Option<RedeliveryAd>,
-    pub(crate) dead_letter: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) dead_letter: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,7 +67,11 @@ impl SubscriptionAd {
             queue: sub.terms.queue.as_deref().map(str::to_string),
             json: sub.terms.json,
             redelivery: sub.terms.redelivery.map(Into::into),
-            dead_letter: sub.terms.dead_letter.as_str().to_string(),
+            dead_letter: sub
+                .terms
+                .dead_letter
+                .as_ref()
+                .map(|s| s.as_str().to_string()),
         }
     }
 }
@@ -90,6 +95,22 @@ impl From<&SubscriptionAd> for SubscriptionInfo {
             at_least_once: ad.redelivery.is_some(),
         }
     }
+}
+
+/// A subscription somewhere in the cluster, as [`Registry::subscriptions`] lists it.
+///
+/// [`Registry::subscriptions`]: crate::Registry::subscriptions
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscription {
+    /// The subscribing node's name.
+    pub node: String,
+    /// Where it is.
+    pub addr: SocketAddr,
+    /// The subscribing service.
+    pub service: String,
+    /// The pattern, the queue group and the guarantee.
+    #[serde(flatten)]
+    pub info: SubscriptionInfo,
 }
 
 /// Another node's subscription, as this node's view holds it.
@@ -131,25 +152,22 @@ impl ClusterSubscriptions {
             queue: ad.queue.map(Into::into),
             json: ad.json,
             redelivery: ad.redelivery.map(Into::into),
-            dead_letter: Subject::new(&ad.dead_letter).ok(),
+            dead_letter: ad.dead_letter.as_deref().and_then(|s| Subject::new(s).ok()),
         });
     }
 
-    /// The subscriptions of nodes other than `this` that `subject` reaches: plain ones, and
-    /// the members of each queue group.
+    /// The subscriptions of nodes other than `this` that `subject` reaches, by index: plain
+    /// ones, and the members of each queue group.
     pub(crate) fn matches(
         &self,
         subject: &Subject,
         this: &str,
-    ) -> (
-        Vec<&RemoteSubscription>,
-        BTreeMap<Arc<str>, Vec<&RemoteSubscription>>,
-    ) {
+    ) -> (Vec<usize>, BTreeMap<Arc<str>, Vec<usize>>) {
         if self.subs.is_empty() {
             return (Vec::new(), BTreeMap::new());
         }
         let found = self.table.matches(subject);
-        let others = |i: &usize| Some(&self.subs[*i]).filter(|s| &*s.node != this);
+        let others = |i: &usize| Some(*i).filter(|i| &*self.subs[*i].node != this);
         let plain = found.plain.iter().filter_map(others).collect();
         let groups = found
             .groups
@@ -159,7 +177,28 @@ impl ClusterSubscriptions {
         (plain, groups)
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.subs.is_empty()
+    /// Every subscription, in node order.
+    pub(crate) fn list(&self) -> Vec<Subscription> {
+        let mut all: Vec<Subscription> = self
+            .subs
+            .iter()
+            .map(|s| Subscription {
+                node: s.node.to_string(),
+                addr: s.addr,
+                service: s.service.to_string(),
+                info: SubscriptionInfo {
+                    pattern: s.pattern.to_string(),
+                    queue: s.queue.as_deref().map(str::to_string),
+                    at_least_once: s.redelivery.is_some(),
+                },
+            })
+            .collect();
+        all.sort_by(|a, b| (&a.node, &a.service).cmp(&(&b.node, &b.service)));
+        all
+    }
+
+    /// The subscription at `index` (from [`matches`](Self::matches)).
+    pub(crate) fn get(&self, index: usize) -> &RemoteSubscription {
+        &self.subs[index]
     }
 }

@@ -21,8 +21,9 @@ use super::event::Payload;
 use crate::context::{Context, Metadata};
 use crate::error::{Code, Error};
 
-/// Events a subscription keeps in its service's mailboxes at once, per instance.
-const WINDOW_PER_INSTANCE: usize = 64;
+/// Events a subscription keeps in its service's mailboxes at once, per instance (fewer if
+/// the mailbox is smaller): enough that an instance never waits for the next one.
+pub(crate) const WINDOW_PER_INSTANCE: usize = 64;
 
 /// How long an at-most-once event may wait in a mailbox before it is skipped.
 const AT_MOST_ONCE_DEADLINE: Duration = Duration::from_secs(3600);
@@ -42,8 +43,8 @@ pub(crate) struct Terms {
     pub(crate) overflow: Overflow,
     /// Receive events as JSON (subscribers without Rust types: the CLI).
     pub(crate) json: bool,
-    /// Where at-least-once events go after their last attempt.
-    pub(crate) dead_letter: Subject,
+    /// Where at-least-once events go after their last attempt (`None` for at-most-once).
+    pub(crate) dead_letter: Option<Subject>,
 }
 
 /// Where and what to acknowledge for an at-least-once event.
@@ -136,7 +137,7 @@ impl LocalSubscription {
         id: u64,
         service: Arc<str>,
         terms: Terms,
-        instances: usize,
+        window: usize,
         port: Box<dyn Port>,
         acks: Arc<dyn AckSink>,
     ) -> Arc<Self> {
@@ -148,7 +149,7 @@ impl LocalSubscription {
             port,
             acks,
             in_handler: AtomicUsize::new(0),
-            window: instances.max(1) * WINDOW_PER_INSTANCE,
+            window: window.max(1),
             closed: AtomicBool::new(false),
             ready: Notify::new(),
             room: Notify::new(),
@@ -166,12 +167,13 @@ impl LocalSubscription {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Queues `delivery`, waiting for room until `deadline` when the buffer is full and the
-    /// overflow policy blocks; with drop-oldest it never waits.
+    /// Queues `delivery`, waiting for room when the buffer is full and the overflow policy
+    /// blocks: until `deadline`, or with `None` for as long as the subscription lives (an event
+    /// from another node, which its publisher was told was sent). Drop-oldest never waits.
     pub(crate) async fn push(
         &self,
         mut delivery: Delivery,
-        deadline: Instant,
+        deadline: Option<Instant>,
     ) -> Result<(), PushError> {
         loop {
             let room = self.room.notified();
@@ -203,11 +205,16 @@ impl LocalSubscription {
                     Pushed::Full(back) => delivery = back,
                 }
             }
-            if tokio::time::timeout_at(deadline.into(), room)
-                .await
-                .is_err()
-            {
-                return Err(PushError::Timeout(delivery));
+            match deadline {
+                Some(deadline) => {
+                    if tokio::time::timeout_at(deadline.into(), room)
+                        .await
+                        .is_err()
+                    {
+                        return Err(PushError::Timeout(delivery));
+                    }
+                }
+                None => room.await,
             }
         }
     }
@@ -241,15 +248,18 @@ impl LocalSubscription {
                 continue;
             }
             self.room.notify_waiters();
+            // One clock read per batch: the events' deadlines are counted from when they
+            // leave the buffer.
+            let now = Instant::now();
             for delivery in batch {
-                self.dispatch(delivery).await;
+                self.dispatch(delivery, now).await;
             }
         }
     }
 
-    /// Hands one event to an instance, waiting while none can take it (at-most-once), or
-    /// failing the attempt so the publisher redelivers (at-least-once).
-    async fn dispatch(self: &Arc<Self>, delivery: Delivery) {
+    /// Hands one event to an instance, waiting while none can take it (restarting, or every
+    /// mailbox full of calls) until the subscription ends.
+    async fn dispatch(self: &Arc<Self>, delivery: Delivery, now: Instant) {
         let mut completion = Completion {
             sub: self.clone(),
             ack: delivery.ack,
@@ -260,7 +270,7 @@ impl LocalSubscription {
         loop {
             match self
                 .port
-                .dispatch(&delivery.payload, completion, self.context(&delivery))
+                .dispatch(&delivery.payload, completion, self.context(&delivery, now))
             {
                 Ok(()) => return,
                 Err((Refusal::Undecodable(e), back)) => {
@@ -268,13 +278,9 @@ impl LocalSubscription {
                     back.finish(Err(e));
                     return;
                 }
-                Err((Refusal::NoInstance, back)) if delivery.ack.is_some() => {
-                    back.finish(Err(Error::server(
-                        Code::Unavailable,
-                        format!("no running instance of {}", self.service),
-                    )));
-                    return;
-                }
+                // Instances restarting (ms after a panic) or mailboxes full of calls: wait for
+                // them, at-least-once too, rather than spend an attempt; a service that fails
+                // for good closes this subscription, which fails what it holds.
                 Err((Refusal::NoInstance | Refusal::Full, back)) => {
                     if self.is_closed() {
                         back.finish(Err(Error::server(Code::Unavailable, "unsubscribed")));
@@ -287,10 +293,10 @@ impl LocalSubscription {
         }
     }
 
-    fn context(&self, delivery: &Delivery) -> Context {
+    fn context(&self, delivery: &Delivery, now: Instant) -> Context {
         let (deadline, attempt) = match (delivery.ack, self.terms.redelivery) {
-            (Some(ack), Some(policy)) => (Instant::now() + policy.ack_wait, ack.attempt),
-            _ => (Instant::now() + AT_MOST_ONCE_DEADLINE, 1),
+            (Some(ack), Some(policy)) => (now + policy.ack_wait, ack.attempt),
+            _ => (now + AT_MOST_ONCE_DEADLINE, 1),
         };
         Context {
             service: self.service.clone(),
@@ -319,6 +325,7 @@ impl LocalSubscription {
         self.ready.notify_one();
         self.handled.notify_one();
         self.room.notify_waiters();
+        let now = Instant::now();
         for delivery in left {
             let completion = Completion {
                 sub: self.clone(),
@@ -329,7 +336,7 @@ impl LocalSubscription {
             self.in_handler.fetch_add(1, Ordering::AcqRel);
             if let Err((_, back)) =
                 self.port
-                    .dispatch(&delivery.payload, completion, self.context(&delivery))
+                    .dispatch(&delivery.payload, completion, self.context(&delivery, now))
             {
                 back.finish(Err(Error::server(Code::Unavailable, "unsubscribed")));
             }

@@ -16,8 +16,8 @@ use tokio::sync::watch;
 
 pub(crate) use gossip::{GossipCounters, GossipInbox, GOSSIP};
 pub use registry::{Registry, Watch};
-pub(crate) use view::ClusterView;
 pub(crate) use view::ServiceAd;
+pub(crate) use view::{ClusterView, SharedView};
 pub use view::{Member, RegistryEvent, Role, ServiceInstance};
 use view::{LEAVING_KEY, ROLE_KEY, SERVICE_PREFIX};
 

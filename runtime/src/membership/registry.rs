@@ -53,6 +53,13 @@ impl Registry {
             .unwrap_or_default()
     }
 
+    /// Every subscription in the cluster, this node's and client nodes' (`colony subscribe`)
+    /// included, in node order: what publishers route by. A node's subscriptions appear here
+    /// once gossip has carried them.
+    pub fn subscriptions(&self) -> Vec<crate::broker::Subscription> {
+        self.view.borrow().subscriptions.list()
+    }
+
     /// Live members, in name order (this node included).
     pub fn members(&self) -> Vec<Member> {
         self.view.borrow().members.clone()

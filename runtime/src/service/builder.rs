@@ -15,7 +15,9 @@ use super::roster::{Entry, Launch};
 use super::subscribing::{PortFn, Subscribing, SubscriptionSpec};
 use super::Host;
 use super::ServiceRef;
-use crate::broker::{next_subscription_id, AckSink, Event, LocalSubscription, Subscriber, Terms};
+use crate::broker::{
+    next_subscription_id, AckSink, Event, LocalSubscription, Subscriber, Terms, WINDOW_PER_INSTANCE,
+};
 use crate::error::{Code, Error};
 use crate::layer::ServeLayer;
 use crate::message::{Handler, Message};
@@ -292,7 +294,7 @@ fn launcher<S: Send + 'static>(
                         next_subscription_id(),
                         name.clone(),
                         terms.clone(),
-                        instances,
+                        instances * mailbox.min(WINDOW_PER_INSTANCE),
                         port(supervised.instances.clone()),
                         ad.acks.clone(),
                     );

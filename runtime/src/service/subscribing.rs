@@ -53,13 +53,18 @@ impl<S> SubscriptionSpec<S> {
             .pattern
             .clone()
             .map_err(|(p, e)| format!("invalid subscription pattern {p:?}: {e}"))?;
-        let dead_letter = match &self.dead_letter {
-            Some(subject) => subject
-                .clone()
-                .map_err(|(s, e)| format!("invalid dead-letter subject {s:?}: {e}"))?,
-            None => Subject::new(format!("{DEAD_LETTER_PREFIX}{service}")).map_err(|e| {
-                format!("service name {service:?} makes no dead-letter subject: {e}")
-            })?,
+        let dead_letter = match (&self.dead_letter, self.redelivery) {
+            (_, None) => None,
+            (Some(subject), Some(_)) => Some(
+                subject
+                    .clone()
+                    .map_err(|(s, e)| format!("invalid dead-letter subject {s:?}: {e}"))?,
+            ),
+            (None, Some(_)) => Some(
+                Subject::new(format!("{DEAD_LETTER_PREFIX}{service}")).map_err(|e| {
+                    format!("service name {service:?} makes no dead-letter subject: {e}")
+                })?,
+            ),
         };
         if let Some(queue) = &self.queue {
             if queue.is_empty() || queue.len() > 128 || queue.chars().any(char::is_whitespace) {
