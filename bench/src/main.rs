@@ -11,13 +11,16 @@
 //! cargo run --release -p colony-bench -- resilience # 3 servers, one failing or killed, vs tonic
 //! cargo run --release -p colony-bench -- actors     # idle instance memory, vs raw ractor
 //! cargo run --release -p colony-bench -- supervision # restart after a panic, full mailboxes, vs raw ractor
+//! cargo run --release -p colony-bench -- pubsub     # publish/subscribe, colony's broker vs NATS core
 //!   options: --duration 3s --warmup 500ms --rounds 2 --instances 64 --concurrency 1,64,256
 //!            --by-name round-robin,p2c --fleet-concurrency 64 --faults none,failing,kill
 //!            --panics 200 --default-panics 50 --callers 16 --mailbox 1024 --flood-cap-mb 1000
+//!            --subscribers 3 --rate 10000 --publishers 1 --nats-publishers 1
 //! ```
 //!
 //! The report (markdown) goes to stdout, progress to stderr. See `docs/benchmarks.md`.
 
+mod broker_side;
 mod certs;
 mod child;
 mod colony_side;
@@ -26,13 +29,18 @@ mod fleet;
 mod gossip;
 mod load;
 mod local;
+mod nats_side;
 mod netstat;
 mod pick_cost;
+mod publish;
 mod raw_quinn;
 mod raw_supervisor;
 mod scenarios;
 mod stats;
+mod sub_child;
 mod table;
+mod tally;
+mod tick;
 mod tonic_side;
 
 use std::path::PathBuf;
@@ -44,7 +52,8 @@ use colony::Strategy;
 
 use crate::certs::BoxError;
 use crate::child::{ServeOptions, ServerKind};
-use crate::scenarios::{RemoteEnv, Section, Settings, SupervisionSettings};
+use crate::scenarios::{PubSubSettings, RemoteEnv, Section, Settings, SupervisionSettings};
+use crate::sub_child::SubscribeArgs;
 
 /// Benchmarks colony against tonic gRPC, raw quinn and raw ractor, in the same run.
 #[derive(Debug, Parser)]
@@ -77,11 +86,18 @@ enum Command {
     /// A service whose one instance panics (restart latency) or is stuck with a full mailbox
     /// (refused calls, memory), colony vs a hand-written raw ractor supervisor and actor.
     Supervision(RunArgs),
-    /// Every scenario, in the order rpc, sweep, seq, local, pick, resilience, supervision.
+    /// Publish/subscribe, 1→1, fan-out and queue group across processes: colony's broker
+    /// (at-most-once and at-least-once) vs NATS core (a `nats-server` the bench starts).
+    Pubsub(RunArgs),
+    /// Every scenario, in the order rpc, sweep, seq, local, pick, resilience, supervision,
+    /// pubsub.
     All(RunArgs),
     /// Internal: serve one system in a child process until stdin closes.
     #[command(hide = true)]
     Serve(ServeArgs),
+    /// Internal: one pub/sub subscriber in a child process, until stdin closes.
+    #[command(hide = true)]
+    Subscribe(SubscribeArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -150,6 +166,18 @@ struct RunArgs {
     /// The raw ractor flood stops once the process's resident set has grown this much (MB).
     #[arg(long, default_value_t = 1000)]
     flood_cap_mb: u64,
+    /// Subscriber processes of the pub/sub fan-out and queue-group cells.
+    #[arg(long, default_value_t = 3)]
+    subscribers: usize,
+    /// Events per second of the pub/sub latency runs (paced).
+    #[arg(long, default_value_t = 10_000)]
+    rate: u64,
+    /// colony's publishing tasks in the pub/sub throughput runs (each awaits every publish).
+    #[arg(long, default_value_t = 1)]
+    publishers: usize,
+    /// NATS publishing tasks in the pub/sub throughput runs.
+    #[arg(long, default_value_t = 1)]
+    nats_publishers: usize,
 }
 
 /// A strategy named on the command line.
@@ -258,6 +286,7 @@ struct Scenarios {
     pick: bool,
     resilience: bool,
     supervision: bool,
+    pubsub: bool,
 }
 
 impl Command {
@@ -283,6 +312,10 @@ impl Command {
                 supervision: true,
                 ..none
             },
+            Command::Pubsub(_) => Scenarios {
+                pubsub: true,
+                ..none
+            },
             Command::All(_) => Scenarios {
                 rpc: true,
                 sweep: true,
@@ -291,8 +324,11 @@ impl Command {
                 pick: true,
                 resilience: true,
                 supervision: true,
+                pubsub: true,
             },
-            Command::Serve(_) | Command::Gossip(_) | Command::Actors(_) => none,
+            Command::Serve(_) | Command::Subscribe(_) | Command::Gossip(_) | Command::Actors(_) => {
+                none
+            }
         }
     }
 
@@ -305,10 +341,12 @@ impl Command {
             Command::Pick(_) => "pick",
             Command::Resilience(_) => "resilience",
             Command::Supervision(_) => "supervision",
+            Command::Pubsub(_) => "pubsub",
             Command::All(_) => "all",
             Command::Gossip(_) => "gossip",
             Command::Actors(_) => "actors",
             Command::Serve(_) => "serve",
+            Command::Subscribe(_) => "subscribe",
         }
     }
 }
@@ -350,6 +388,22 @@ impl From<&RunArgs> for SupervisionSettings {
     }
 }
 
+impl From<&RunArgs> for PubSubSettings {
+    fn from(a: &RunArgs) -> Self {
+        PubSubSettings {
+            warmup: a.warmup,
+            duration: a.duration,
+            rounds: usize::try_from(a.rounds).unwrap_or(usize::MAX),
+            payload: a.payload,
+            subscribers: a.subscribers.max(1),
+            rate: a.rate.max(1),
+            colony_publishers: a.publishers.max(1),
+            nats_publishers: a.nats_publishers.max(1),
+            only: a.only.clone(),
+        }
+    }
+}
+
 fn header(command: &str, s: &Settings) -> String {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     format!(
@@ -374,6 +428,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         Command::Serve(serve) => {
             return child::serve(serve.kind, &serve.dir, &ServeOptions::from(serve)).await;
         }
+        Command::Subscribe(sub) => return sub_child::serve(sub).await,
         Command::Gossip(g) => {
             let section = gossip::run(&g.nodes, g.steady).await;
             println!("# colony-bench gossip\n\n{}", section.to_markdown());
@@ -391,6 +446,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         | Command::Pick(a)
         | Command::Resilience(a)
         | Command::Supervision(a)
+        | Command::Pubsub(a)
         | Command::All(a) => a,
     };
     let settings = Settings::from(args);
@@ -422,6 +478,9 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         let supervision = SupervisionSettings::from(args);
         sections.push(scenarios::restart(&supervision).await?);
         sections.push(scenarios::full_mailbox(&supervision).await?);
+    }
+    if which.pubsub {
+        sections.extend(scenarios::pubsub(&PubSubSettings::from(args)).await?);
     }
 
     let mut report = header(cli.command.name(), &settings);
@@ -508,13 +567,14 @@ mod tests {
             "resilience",
             "actors",
             "supervision",
+            "pubsub",
             "all",
         ] {
             assert!(Cli::try_parse_from(["colony-bench", cmd]).is_ok(), "{cmd}");
         }
         let all = Cli::try_parse_from(["colony-bench", "all"]).unwrap();
         assert!(all.command.scenarios().resilience && all.command.scenarios().pick);
-        assert!(all.command.scenarios().supervision);
+        assert!(all.command.scenarios().supervision && all.command.scenarios().pubsub);
         let Command::Supervision(args) = Cli::try_parse_from([
             "colony-bench",
             "supervision",
@@ -555,10 +615,49 @@ mod tests {
             panic!("not the resilience command")
         };
         let s = Settings::from(&args);
+        let p = PubSubSettings::from(&args);
+        assert_eq!((p.subscribers, p.rate, p.colony_publishers), (3, 10_000, 1));
         assert!(s.by_name.is_empty());
         assert_eq!(s.fleet_concurrency, 8);
         assert_eq!(s.faults, vec![fault::Fault::Kill, fault::Fault::None]);
         assert!(Cli::try_parse_from(["colony-bench", "all", "--rounds", "0"]).is_err());
+        let Command::Pubsub(args) = Cli::try_parse_from([
+            "colony-bench",
+            "pubsub",
+            "--subscribers",
+            "2",
+            "--rate",
+            "5000",
+            "--publishers",
+            "4",
+            "--nats-publishers",
+            "2",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not the pubsub command")
+        };
+        let p = PubSubSettings::from(&args);
+        assert_eq!((p.subscribers, p.rate, p.payload), (2, 5_000, 100));
+        assert_eq!((p.colony_publishers, p.nats_publishers), (4, 2));
+        let sub = Cli::try_parse_from([
+            "colony-bench",
+            "subscribe",
+            "nats",
+            "--at",
+            "127.0.0.1:4222",
+            "--dir",
+            "/tmp/x",
+            "--name",
+            "n",
+            "--scenario",
+            "queue",
+            "--queue",
+            "workers",
+        ])
+        .unwrap();
+        assert!(matches!(sub.command, Command::Subscribe(_)));
         let serve =
             Cli::try_parse_from(["colony-bench", "serve", "tonic-tls", "--dir", "/tmp/x"]).unwrap();
         assert!(matches!(

@@ -195,6 +195,7 @@ fn failed(label: &str, e: BoxError) -> Summary {
 mod idle;
 mod in_process;
 mod mailbox;
+mod pubsub;
 mod remote;
 mod resilience;
 mod restart;
@@ -203,6 +204,7 @@ mod round_trip;
 pub(crate) use idle::idle;
 pub(crate) use in_process::local;
 pub(crate) use mailbox::full_mailbox;
+pub(crate) use pubsub::{pubsub, PubSubSettings};
 pub(crate) use remote::{rpc, sweep, RemoteEnv};
 pub(crate) use resilience::resilience;
 pub(crate) use restart::restart;
