@@ -11,7 +11,7 @@ use colony_quic::RecvStream;
 
 use super::event::Payload;
 use super::frame::{self, EventHeader, Frame, FrameReader, WireTarget};
-use super::link::Outgoing;
+use super::link::{Outgoing, TrySend};
 use super::outbox::{Sent, Tracked};
 use super::resolve::Target;
 use super::subscription::{AckTo, Delivery, LocalSubscription, PushError};
@@ -211,12 +211,20 @@ impl Broker {
         deadline: Instant,
     ) -> Result<(), Error> {
         let link = self.link(addr);
-        match tokio::time::timeout_at(deadline.into(), link.send(Outgoing::Event(framed))).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(())) => Err(Error::client(
+        let closed = || {
+            Err(Error::client(
                 Code::Unavailable,
                 format!("the link to {addr} closed (node shutting down)"),
-            )),
+            ))
+        };
+        let out = match link.try_send(Outgoing::Event(framed)) {
+            Ok(()) => return Ok(()),
+            Err(TrySend::Closed) => return closed(),
+            Err(TrySend::Full(out)) => out,
+        };
+        match tokio::time::timeout_at(deadline.into(), link.send(out)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(())) => closed(),
             Err(_) => Err(Error::client(
                 Code::Timeout,
                 format!("subscribers on {addr} did not take the event before the deadline: their buffers are full"),

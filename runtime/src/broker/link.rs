@@ -31,6 +31,14 @@ pub(crate) enum Outgoing {
     Ack(WireAck),
 }
 
+/// Why [`Link::try_send`] did not queue.
+pub(crate) enum TrySend {
+    /// The link's queue is full: here is the frame back.
+    Full(Outgoing),
+    /// The link is gone (node stopping).
+    Closed,
+}
+
 /// The sending half of a link to one peer.
 #[derive(Clone)]
 pub(crate) struct Link {
@@ -69,6 +77,18 @@ impl Link {
         self.unsent.fetch_add(1, Ordering::AcqRel);
         self.tx.send(out).await.map_err(|_| {
             self.unsent.fetch_sub(1, Ordering::AcqRel);
+        })
+    }
+
+    /// Queues a frame if the link has room, without waiting; hands it back if full.
+    pub(crate) fn try_send(&self, out: Outgoing) -> Result<(), TrySend> {
+        self.unsent.fetch_add(1, Ordering::AcqRel);
+        self.tx.try_send(out).map_err(|e| {
+            self.unsent.fetch_sub(1, Ordering::AcqRel);
+            match e {
+                mpsc::error::TrySendError::Full(out) => TrySend::Full(out),
+                mpsc::error::TrySendError::Closed(_) => TrySend::Closed,
+            }
         })
     }
 
