@@ -56,7 +56,15 @@ impl Broker {
             return Ok(Published::default());
         }
         let deadline = Instant::now() + timeout;
-        let targets = route.targets(&self.rotation);
+        let targets = match route.single(&self.rotation) {
+            Some(Target::Remote(sub)) if sub.redelivery.is_none() => {
+                return self
+                    .publish_to_one(sub, &route.subject, &payload, &metadata, deadline)
+                    .await;
+            }
+            Some(one) => vec![one],
+            None => route.targets(&self.rotation),
+        };
         // Delivery ids first (the frames carry them); tracked only once every frame is built,
         // so a publish that fails here leaves nothing behind.
         let mut local = Vec::new();
@@ -138,6 +146,41 @@ impl Broker {
             }
         }
         Ok(published)
+    }
+
+    /// The common case on its own path: one at-most-once subscription on another node (or one
+    /// queue group's pick), with no list of targets, copies or frames to build.
+    async fn publish_to_one(
+        &self,
+        sub: &super::routes::RemoteSubscription,
+        subject: &colony_actors::broker::Subject,
+        payload: &Payload,
+        metadata: &Metadata,
+        deadline: Instant,
+    ) -> Result<Published, Error> {
+        let content_type = codec(sub.json || payload.is_json());
+        let targets = [WireTarget {
+            sub: sub.id,
+            ack: None,
+        }];
+        let header = EventHeader {
+            subject: subject.as_str(),
+            content_type,
+            targets: Cow::Borrowed(&targets),
+            reply_to: None,
+            metadata: Cow::Borrowed(metadata),
+        };
+        let mut framed = frame::begin_event(&header, 128)?;
+        payload
+            .encode_into(content_type, &mut framed)
+            .map_err(|e| Error::client(Code::BadRequest, e.detail().to_string()))?;
+        self.check_size(frame::body_len(&framed))?;
+        self.send_frame(sub.addr, frame::finish(framed), deadline)
+            .await?;
+        Ok(Published {
+            nodes: 1,
+            subscriptions: 1,
+        })
     }
 
     /// One frame per copy. A single copy gets the event encoded straight into its frame; more

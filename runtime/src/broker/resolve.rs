@@ -104,6 +104,19 @@ impl Route {
         targets
     }
 
+    /// The one subscription a publish reaches, when it reaches exactly one (one plain
+    /// subscription, or one queue group's pick).
+    pub(super) fn single(&self, rotation: &AtomicU64) -> Option<Target<'_>> {
+        match (self.plain.as_slice(), self.groups.as_slice()) {
+            ([only], []) => Some(self.target(only)),
+            ([], [(_, members)]) => {
+                let turn = rotation.fetch_add(1, Ordering::Relaxed) as usize % members.len();
+                Some(self.target(&members[turn]))
+            }
+            _ => None,
+        }
+    }
+
     /// The plain subscriptions only.
     pub(super) fn plain(&self) -> impl Iterator<Item = Target<'_>> {
         self.plain.iter().map(|m| self.target(m))
