@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use colony::{Context, DeadLetter, Error, Node, Published, Subscriber};
+use colony_tests::probe::assert_exactly_once;
 use colony_tests::*;
 
 const EXE: &str = env!("CARGO_BIN_EXE_colony-test-node");
@@ -79,17 +80,6 @@ async fn wait_received(
         }
     })
     .await
-}
-
-/// Asserts `ids` holds every id in `0..n` exactly once.
-fn assert_exactly_once(ids: &[u64], n: u64, who: &str) {
-    let unique: BTreeSet<u64> = ids.iter().copied().collect();
-    assert_eq!(
-        ids.len(),
-        unique.len(),
-        "{who} handled some ids more than once"
-    );
-    assert_eq!(unique, (0..n).collect(), "{who} handled exactly 0..{n}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
