@@ -158,25 +158,13 @@ impl Broker {
         metadata: &Metadata,
         deadline: Instant,
     ) -> Result<Published, Error> {
-        let content_type = codec(sub.json || payload.is_json());
-        let targets = [WireTarget {
+        let target = [WireTarget {
             sub: sub.id,
             ack: None,
         }];
-        let header = EventHeader {
-            subject: subject.as_str(),
-            content_type,
-            targets: Cow::Borrowed(&targets),
-            reply_to: None,
-            metadata: Cow::Borrowed(metadata),
-        };
-        let mut framed = frame::begin_event(&header, 128)?;
-        payload
-            .encode_into(content_type, &mut framed)
-            .map_err(|e| Error::client(Code::BadRequest, e.detail().to_string()))?;
-        self.check_size(frame::body_len(&framed))?;
-        self.send_frame(sub.addr, frame::finish(framed), deadline)
-            .await?;
+        let framed =
+            self.event_frame(subject.as_str(), payload, metadata, &target, sub.json, None)?;
+        self.send_frame(sub.addr, framed, deadline).await?;
         Ok(Published {
             nodes: 1,
             subscriptions: 1,
@@ -195,42 +183,63 @@ impl Broker {
         let mut bodies: [Option<Bytes>; 2] = [None, None];
         let mut frames = Vec::with_capacity(copies.len());
         for copy in copies {
-            let content_type = codec(copy.json);
-            let header = EventHeader {
-                subject,
-                content_type,
-                targets: Cow::Borrowed(&copy.targets),
-                reply_to: copy
-                    .targets
-                    .iter()
-                    .any(|t| t.ack.is_some())
-                    .then_some(self.addr),
-                metadata: Cow::Borrowed(metadata),
-            };
-            let mut framed = frame::begin_event(&header, 128)?;
-            if copies.len() == 1 {
-                payload
-                    .encode_into(content_type, &mut framed)
-                    .map_err(|e| Error::client(Code::BadRequest, e.detail().to_string()))?;
-                self.check_size(frame::body_len(&framed))?;
+            let body = if copies.len() == 1 {
+                None
             } else {
                 let slot = &mut bodies[usize::from(copy.json)];
-                let body = match slot {
-                    Some(body) => body,
-                    None => {
-                        let mut body = BytesMut::new();
-                        payload
-                            .encode_into(content_type, &mut body)
-                            .map_err(|e| Error::client(Code::BadRequest, e.detail().to_string()))?;
-                        self.check_size(body.len())?;
-                        slot.insert(body.freeze())
-                    }
-                };
-                framed.put_slice(body);
-            }
-            frames.push(frame::finish(framed));
+                if slot.is_none() {
+                    let mut body = BytesMut::new();
+                    payload
+                        .encode_into(codec(copy.json), &mut body)
+                        .map_err(bad_event)?;
+                    self.check_size(body.len())?;
+                    *slot = Some(body.freeze());
+                }
+                slot.as_ref()
+            };
+            frames.push(self.event_frame(
+                subject,
+                payload,
+                metadata,
+                &copy.targets,
+                copy.json,
+                body,
+            )?);
         }
         Ok(frames)
+    }
+
+    /// The frame of one event for `targets` on one node: JSON if the node wants it or the event
+    /// is JSON already; the body given, or encoded straight into the frame. Acknowledgements,
+    /// if any target wants them, come back to this node.
+    pub(super) fn event_frame(
+        &self,
+        subject: &str,
+        payload: &Payload,
+        metadata: &Metadata,
+        targets: &[WireTarget],
+        wants_json: bool,
+        body: Option<&Bytes>,
+    ) -> Result<Bytes, Error> {
+        let content_type = codec(wants_json || payload.is_json());
+        let header = EventHeader {
+            subject,
+            content_type,
+            targets: Cow::Borrowed(targets),
+            reply_to: targets.iter().any(|t| t.ack.is_some()).then_some(self.addr),
+            metadata: Cow::Borrowed(metadata),
+        };
+        let mut framed = frame::begin_event(&header, body.map_or(128, Bytes::len))?;
+        match body {
+            Some(body) => framed.put_slice(body),
+            None => {
+                payload
+                    .encode_into(content_type, &mut framed)
+                    .map_err(bad_event)?;
+                self.check_size(frame::body_len(&framed))?;
+            }
+        }
+        Ok(frame::finish(framed))
     }
 
     fn check_size(&self, len: usize) -> Result<(), Error> {
@@ -461,7 +470,12 @@ impl Broker {
     }
 }
 
-pub(super) fn codec(json: bool) -> ContentType {
+/// An event its publisher could not encode.
+fn bad_event(e: Error) -> Error {
+    Error::client(Code::BadRequest, e.detail().to_string())
+}
+
+fn codec(json: bool) -> ContentType {
     if json {
         ContentType::Json
     } else {

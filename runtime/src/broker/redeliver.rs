@@ -1,19 +1,16 @@
 //! At-least-once, the publisher's side of a failed attempt: send it again, to whom, and the
 //! dead letter after the last one.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::deliver::codec;
 use super::event::{DeadLetter, Payload};
-use super::frame::{self, EventHeader, WireTarget};
+use super::frame::WireTarget;
 use super::outbox::{Sent, Tracked, TrackedView};
 use super::resolve::{Route, Target};
 use super::subscription::{AckTo, Delivery};
 use super::Broker;
 use crate::codec::ContentType;
-use crate::error::Error;
 
 /// How long a redelivery or a dead letter may wait for room in its subscribers' buffers.
 const RESEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -75,8 +72,14 @@ impl Broker {
                     sub: sub.id,
                     ack: Some((id, attempt)),
                 }];
-                let framed =
-                    self.one_frame(&view, codec(sub.json || view.payload.is_json()), &targets);
+                let framed = self.event_frame(
+                    view.subject.as_str(),
+                    &view.payload,
+                    &view.metadata,
+                    &targets,
+                    sub.json,
+                    None,
+                );
                 match framed {
                     Ok(framed) => self.send_frame(addr, framed, deadline).await,
                     Err(e) => Err(e),
@@ -87,24 +90,6 @@ impl Broker {
         if let Err(why) = sent {
             self.answer(to, Err(why));
         }
-    }
-
-    fn one_frame(
-        &self,
-        view: &TrackedView,
-        content_type: ContentType,
-        targets: &[WireTarget],
-    ) -> Result<bytes::Bytes, Error> {
-        let header = EventHeader {
-            subject: view.subject.as_str(),
-            content_type,
-            targets: Cow::Borrowed(targets),
-            reply_to: Some(self.addr),
-            metadata: Cow::Borrowed(&view.metadata),
-        };
-        let mut framed = frame::begin_event(&header, 128)?;
-        view.payload.encode_into(content_type, &mut framed)?;
-        Ok(frame::finish(framed))
     }
 
     /// Where a redelivery goes: a queue group's members other than the last one tried when
