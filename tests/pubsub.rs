@@ -32,22 +32,11 @@ async fn every_plain_subscriber_gets_every_event_exactly_once() {
     }
     see(&nodes, &["on-a", "on-b", "on-c", "on-c-too"], 1).await;
 
-    // From two nodes: the publisher's own subscribers get the value, the others a copy.
+    // From two nodes: the publisher's own subscribers get the value, the others a copy. One copy
+    // per node, one delivery per subscription.
     for id in 0..N {
         let from = &nodes[(id % 2) as usize];
-        let published = from
-            .client()
-            .publish("orders.created", Job { id })
-            .await
-            .unwrap_or_else(|e| panic!("publish {id}: {e}"));
-        assert_eq!(
-            published,
-            Published {
-                nodes: 3,
-                subscriptions: 4
-            },
-            "one copy per node, one delivery per subscription"
-        );
+        publish_job(from, "orders.created", id, published(3, 4)).await;
     }
     for node in &nodes[..2] {
         within("flush", node.client().flush(HANG_LIMIT))
@@ -301,21 +290,11 @@ async fn stopping_a_subscriber_or_its_node_stops_its_deliveries() {
     .await;
     within("stop", solo_svc.stop()).await;
     see(&nodes, &["solo"], 0).await;
-    for id in 1..20 {
-        let p = a.publish("solo.x", Job { id }).await.unwrap();
-        assert_eq!(p, Published::default(), "nobody subscribes any more");
-    }
+    publish_jobs(&nodes[0], "solo.x", 1..20, Published::default()).await;
     assert_eq!(solo.handled(), [0]);
     assert!(solo_svc.health().is_none(), "the service is gone from b");
 
-    let p = a.publish("u.1", Job { id: 1 }).await.unwrap();
-    assert_eq!(
-        p,
-        Published {
-            nodes: 2,
-            subscriptions: 2
-        }
-    );
+    publish_job(&nodes[0], "u.1", 1, published(2, 2)).await;
     wait_until(
         || on_b.handled_count() == 1 && on_c.handled_count() == 1,
         "both to get the first event",
@@ -326,24 +305,9 @@ async fn stopping_a_subscriber_or_its_node_stops_its_deliveries() {
     within("stop", on_b_svc.stop()).await;
     see(&nodes, &["leaving"], 0).await;
     for id in 2..22 {
-        let p = a.publish("u.x", Job { id }).await.unwrap();
-        assert_eq!(
-            p,
-            Published {
-                nodes: 1,
-                subscriptions: 1
-            },
-            "only c's"
-        );
-        let p = nodes[1].client().publish("u.x", Job { id }).await.unwrap();
-        assert_eq!(
-            p,
-            Published {
-                nodes: 1,
-                subscriptions: 1
-            },
-            "from b: only c's"
-        );
+        // Only c's, from a and from b.
+        publish_job(&nodes[0], "u.x", id, published(1, 1)).await;
+        publish_job(&nodes[1], "u.x", id, published(1, 1)).await;
     }
     wait_until(|| on_c.handled_count() == 41, "c to get every event").await;
     assert_eq!(on_b.handled(), [1], "b handled nothing after its stop");
@@ -351,16 +315,7 @@ async fn stopping_a_subscriber_or_its_node_stops_its_deliveries() {
     // The group's member on b stops: the other one gets every event.
     within("stop", g_b_svc.stop()).await;
     see(&nodes, &["g-b"], 0).await;
-    for id in 0..20 {
-        let p = a.publish("g.x", Job { id }).await.unwrap();
-        assert_eq!(
-            p,
-            Published {
-                nodes: 1,
-                subscriptions: 1
-            }
-        );
-    }
+    publish_jobs(&nodes[0], "g.x", 0..20, published(1, 1)).await;
     wait_until(
         || g_c.handled_count() == 20,
         "the remaining member to get all",
@@ -372,11 +327,10 @@ async fn stopping_a_subscriber_or_its_node_stops_its_deliveries() {
     let c = nodes.pop().unwrap();
     within("c's shutdown", c.shutdown()).await;
     see(&nodes, &["on-leaver", "g-c"], 0).await;
+    // Nobody subscribes any more.
     for id in 100..120 {
-        let p = a.publish("u.x", Job { id }).await.unwrap();
-        assert_eq!(p, Published::default(), "nobody subscribes any more");
-        let p = a.publish("g.x", Job { id }).await.unwrap();
-        assert_eq!(p, Published::default());
+        publish_job(&nodes[0], "u.x", id, Published::default()).await;
+        publish_job(&nodes[0], "g.x", id, Published::default()).await;
     }
     assert_eq!(on_c.handled_count(), 41);
     assert_eq!(g_c.handled_count(), 20);
@@ -403,13 +357,7 @@ async fn a_publish_nobody_subscribes_to_is_ok_and_reaches_no_node() {
         "created",
         "x.orders.created",
     ] {
-        for id in 0..200 {
-            let p = client
-                .publish(subject, Job { id })
-                .await
-                .unwrap_or_else(|e| panic!("publish to {subject}: {e}"));
-            assert_eq!(p, Published::default(), "{subject}");
-        }
+        publish_jobs(&nodes[0], subject, 0..200, Published::default()).await;
         let p = client
             .publish_json(subject, r#"{"id": 1}"#)
             .await
@@ -420,17 +368,7 @@ async fn a_publish_nobody_subscribes_to_is_ok_and_reaches_no_node() {
         .await
         .expect("nothing to flush");
     // A subscribed subject still goes through, and only it was received.
-    let p = client
-        .publish("orders.created", Job { id: 9 })
-        .await
-        .unwrap();
-    assert_eq!(
-        p,
-        Published {
-            nodes: 2,
-            subscriptions: 2
-        }
-    );
+    publish_job(&nodes[0], "orders.created", 9, published(2, 2)).await;
     wait_until(
         || here.handled_count() == 1 && there.handled_count() == 1,
         "the subscribed subject's event",
@@ -511,13 +449,7 @@ async fn subscribers_on_the_publishers_node_get_the_value_without_encoding() {
             .publish("counted", Counted { id })
             .await
             .unwrap();
-        assert_eq!(
-            p,
-            Published {
-                nodes: 1,
-                subscriptions: 3
-            }
-        );
+        assert_eq!(p, published(1, 3));
     }
     within("flush", nodes[0].client().flush(HANG_LIMIT))
         .await
@@ -558,13 +490,7 @@ async fn subscribers_on_the_publishers_node_get_the_value_without_encoding() {
             .publish("counted", Counted { id })
             .await
             .unwrap();
-        assert_eq!(
-            p,
-            Published {
-                nodes: 3,
-                subscriptions: 5
-            }
-        );
+        assert_eq!(p, published(3, 5));
     }
     for sink in &remote {
         wait_until(|| sink.len() == N as usize, "the remote subscribers").await;
@@ -630,18 +556,7 @@ async fn a_client_only_node_subscribes_and_every_node_lists_the_subscriptions() 
         );
     }
     for id in 0..N {
-        let p = nodes[(id % 2) as usize]
-            .client()
-            .publish("jobs.done", Job { id })
-            .await
-            .unwrap();
-        assert_eq!(
-            p,
-            Published {
-                nodes: 1,
-                subscriptions: 1
-            }
-        );
+        publish_job(&nodes[(id % 2) as usize], "jobs.done", id, published(1, 1)).await;
     }
     wait_until(
         || calls.handled_count() == N as usize,

@@ -24,10 +24,7 @@ async fn drop_oldest_keeps_a_stuck_subscriber_within_its_buffer_and_never_blocks
                 .subscribe::<Job>("firehose")
                 .buffer(BUFFER)
                 .overflow(Overflow::DropOldest),
-            Probe {
-                gate: Some(gate.clone()),
-                ..Probe::new(&calls)
-            },
+            Probe::gated(&calls, &gate),
         )
         .await;
         slow.push((name, service, calls));
@@ -112,10 +109,7 @@ async fn block_makes_the_publisher_time_out_when_a_local_subscriber_is_full() {
         a.service("blocking")
             .subscribe::<Job>("slow")
             .buffer(BUFFER),
-        Probe {
-            gate: Some(gate.clone()),
-            ..Probe::new(&calls)
-        },
+        Probe::gated(&calls, &gate),
     )
     .await;
 
@@ -195,10 +189,7 @@ async fn block_loses_no_event_the_publisher_was_told_a_remote_subscriber_took() 
             .service("blocking")
             .subscribe::<Job>("slow")
             .buffer(BUFFER),
-        Probe {
-            gate: Some(gate.clone()),
-            ..Probe::new(&calls)
-        },
+        Probe::gated(&calls, &gate),
     )
     .await;
     see(&nodes, &["blocking"], 1).await;

@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use colony::{Code, Context, Error, Event, Origin, Published, Subscriber};
+use colony::{Code, Context, Error, Event, Origin, Subscriber};
 use colony_tests::probe::*;
 use colony_tests::*;
 use serde::{Deserialize, Serialize};
@@ -126,13 +126,7 @@ async fn an_event_over_1_mib_for_another_node_is_too_large_and_the_node_goes_on(
         .expect("a local event of 2 MiB");
     // The node and the link go on.
     let p = client.publish("big.both", big(4, 10)).await.unwrap();
-    assert_eq!(
-        p,
-        Published {
-            nodes: 2,
-            subscriptions: 2
-        }
-    );
+    assert_eq!(p, published(2, 2));
     wait_until(
         || there.got().len() == 2 && here.got().len() == 2,
         "the events after the refused ones",
@@ -274,13 +268,7 @@ async fn publish_json_reaches_typed_subscribers_here_and_on_other_nodes() {
             .publish_json("j.x", format!(r#"{{"id": {id}}}"#))
             .await
             .expect("publish_json");
-        assert_eq!(
-            p,
-            Published {
-                nodes: 2,
-                subscriptions: 2
-            }
-        );
+        assert_eq!(p, published(2, 2));
     }
     within("flush", nodes[0].client().flush(HANG_LIMIT))
         .await

@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use colony::{Context, DeadLetter, Error, Node, Published, Subscriber};
-use colony_tests::probe::assert_exactly_once;
+use colony::{Context, DeadLetter, Error, Node, Subscriber};
+use colony_tests::probe::{assert_exactly_once, publish_jobs, published};
 use colony_tests::*;
 
 const EXE: &str = env!("CARGO_BIN_EXE_colony-test-node");
@@ -88,20 +88,7 @@ async fn every_plain_subscriber_in_three_processes_gets_every_event_exactly_once
     let ca = new_ca();
     let dir = write_ca_dir(&ca);
     let (nodes, me) = start(&ca, dir.path(), &subscribe_args("audit:jobs.>"), "audit").await;
-    for id in 0..N {
-        let published = me
-            .client()
-            .publish("jobs.created", Job { id })
-            .await
-            .unwrap_or_else(|e| panic!("publish {id}: {e}"));
-        assert_eq!(
-            published,
-            Published {
-                nodes: 3,
-                subscriptions: 3
-            }
-        );
-    }
+    publish_jobs(&me, "jobs.created", 0..N, published(3, 3)).await;
     within("flush", me.client().flush(HANG_LIMIT))
         .await
         .expect("flush");
@@ -138,20 +125,7 @@ async fn a_queue_group_across_three_processes_gets_each_event_once_in_all() {
         "workers",
     )
     .await;
-    for id in 0..N {
-        let published = me
-            .client()
-            .publish("jobs.created", Job { id })
-            .await
-            .unwrap_or_else(|e| panic!("publish {id}: {e}"));
-        assert_eq!(
-            published,
-            Published {
-                nodes: 1,
-                subscriptions: 1
-            }
-        );
-    }
+    publish_jobs(&me, "jobs.created", 0..N, published(1, 1)).await;
     within("flush", me.client().flush(HANG_LIMIT))
         .await
         .expect("flush");

@@ -1,12 +1,13 @@
 //! In-process pub/sub helpers: the [`Probe`] subscriber, which records every call of its
 //! handler in [`Calls`] (optionally failing, panicking or waiting on a [`gate`] first), and
-//! clusters of nodes in this process with the waits and checks the pub/sub tests share.
+//! clusters of nodes in this process with the waits, publishes and checks the pub/sub tests
+//! share.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use colony::{
-    ClusterCa, ContentType, Context, Error, Node, ServiceRef, Subscriber, Subscribing,
+    ClusterCa, ContentType, Context, Error, Node, Published, ServiceRef, Subscriber, Subscribing,
     SubscriptionStats,
 };
 use tokio::sync::Semaphore;
@@ -93,6 +94,14 @@ impl Probe {
         Self {
             calls: calls.clone(),
             ..Self::default()
+        }
+    }
+
+    /// A probe that handles every job, recording into `calls`, each call waiting on `gate` first.
+    pub fn gated(calls: &Calls, gate: &Arc<Semaphore>) -> Self {
+        Self {
+            gate: Some(gate.clone()),
+            ..Self::new(calls)
         }
     }
 }
@@ -194,6 +203,41 @@ pub fn stats(service: &ServiceRef, pattern: &str) -> SubscriptionStats {
         .into_iter()
         .find(|s| s.pattern == pattern)
         .unwrap_or_else(|| panic!("no subscription to {pattern}"))
+}
+
+/// What a publish returns that reached `subscriptions` subscriptions on `nodes` nodes.
+pub fn published(nodes: usize, subscriptions: usize) -> Published {
+    Published {
+        nodes,
+        subscriptions,
+    }
+}
+
+/// Publishes `Job { id }` to `subject` from `from`, and asserts that it succeeds with `expected`.
+pub async fn publish_job(from: &Node, subject: &str, id: u64, expected: Published) {
+    let got = from
+        .client()
+        .publish(subject, Job { id })
+        .await
+        .unwrap_or_else(|e| panic!("publish {id} to {subject} from {}: {e}", from.name()));
+    assert_eq!(
+        got,
+        expected,
+        "publish {id} to {subject} from {}",
+        from.name()
+    );
+}
+
+/// [`publish_job`] for each of `ids`, in order: every publish must succeed with `expected`.
+pub async fn publish_jobs(
+    from: &Node,
+    subject: &str,
+    ids: impl IntoIterator<Item = u64>,
+    expected: Published,
+) {
+    for id in ids {
+        publish_job(from, subject, id, expected).await;
+    }
 }
 
 /// The ids in `range`, as a set.
