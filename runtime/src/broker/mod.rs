@@ -3,13 +3,15 @@
 //!
 //! ```text
 //! Client::publish (publish.rs)
-//!  └ Broker::publish (deliver.rs)       resolve: this node's subscriptions (local.rs) and the
-//!                                       gossip view's (routes.rs); one member per queue group
-//!     ├ this node: LocalSubscription::push (subscription.rs)  the value itself, no encoding
+//!  └ Broker::publish (deliver.rs)       the subject's Route (resolve.rs), cached: this node's
+//!                                       subscriptions (local.rs) and the gossip view's
+//!                                       (routes.rs); every plain one, one member per queue group
+//!     ├ this node: LocalSubscription::try_push (subscription.rs)  the value itself, no encoding
 //!     └ each other node: one event frame (frame.rs) on its link (link.rs)
-//!          peer: serve_link -> receive -> LocalSubscription::push
+//!          peer: serve_link -> receive -> LocalSubscription::try_push
 //! LocalSubscription::run: buffer -> an instance's mailbox -> Subscriber<E>::handle
-//!  └ Completion: at-least-once acks go back to the publisher's Outbox (outbox.rs)
+//!  └ Completion: at-least-once acks go back to the publisher's Outbox (outbox.rs), which
+//!    resends failed attempts and publishes dead letters (redeliver.rs)
 //! ```
 //!
 //! The decisions (subjects, wildcard table, redelivery, bounded buffers) are plain state in
