@@ -169,11 +169,7 @@ fn report<T: std::fmt::Debug>(what: &str, result: Result<T, Error>) {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+    colony_examples::init_tracing("warn");
     // The demo's calls run on a worker thread, as every hot path should.
     tokio::spawn(run()).await?
 }

@@ -245,11 +245,6 @@ async fn futures_ok(calls: Vec<JoinHandle<Result<u32, Error>>>) -> usize {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "error".into()),
-        )
-        .init();
+    colony_examples::init_tracing("error");
     tokio::spawn(demo()).await?
 }
