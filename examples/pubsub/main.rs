@@ -125,17 +125,6 @@ impl Subscriber<DeadLetter> for Ops {
     }
 }
 
-async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "{what} took too long"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 /// Starts `node-1`..`node-3` and their subscribers, as the table printed at the start says.
 async fn subscribers(
     ca: &Arc<colony::ClusterCa>,
@@ -209,7 +198,7 @@ async fn orders(client: &Client, seen: &Seen) -> Result<(), Error> {
         }
     }
     let all = ORDERS as usize;
-    wait_for("the orders", || {
+    colony_examples::wait_for("the orders", || {
         seen.count("audit@") == 2 * all && seen.count("billing@") == all
     })
     .await;
@@ -259,7 +248,7 @@ async fn payments(client: &Client, seen: &Seen) -> Result<(), Error> {
         .await?;
     // Until its last attempt failed and the dead letter is published.
     client.flush(Duration::from_secs(10)).await?;
-    wait_for("the dead letter", || !seen.dead.lock().unwrap().is_empty()).await;
+    colony_examples::wait_for("the dead letter", || !seen.dead.lock().unwrap().is_empty()).await;
     let dead = seen.dead.lock().unwrap();
     assert_eq!(dead.len(), 1, "one dead letter");
     assert_eq!(dead[0].attempts, ATTEMPTS);

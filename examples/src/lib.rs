@@ -10,3 +10,16 @@ pub fn init_tracing(default: &str) {
         )
         .init();
 }
+
+/// Polls `done` every 5 ms until it holds; panics after 30 s, so a broken demo fails loudly
+/// instead of hanging.
+pub async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "{what} took too long"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}

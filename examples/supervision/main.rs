@@ -67,17 +67,6 @@ fn print_health(health: &NodeHealth) {
     }
 }
 
-async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "{what} took too long"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 async fn demo() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     // The panics below are on purpose: one line each, not a backtrace.
     std::panic::set_hook(Box::new(|info| {
@@ -130,7 +119,7 @@ async fn demo() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     );
     for n in 1..=3 {
         let err = client.call("fragile", crash.clone()).await.unwrap_err();
-        wait_for("the restart", || {
+        colony_examples::wait_for("the restart", || {
             fragile.restarts() == n && fragile.live_instances() == 2
         })
         .await;
@@ -144,7 +133,7 @@ async fn demo() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 
     println!("\n2. one panic past the budget (3 in 60 s): the service fails as a whole");
     let _ = client.call("fragile", crash.clone()).await;
-    wait_for("the escalation", || {
+    colony_examples::wait_for("the escalation", || {
         fragile
             .health()
             .is_some_and(|h| h.status == ServiceStatus::Failed)
@@ -179,7 +168,7 @@ async fn demo() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 
     println!("\n3. after the cool-down (500 ms) the node restarts it");
     let failed_at = Instant::now();
-    wait_for("the cool-down restart", || {
+    colony_examples::wait_for("the cool-down restart", || {
         fragile
             .health()
             .is_some_and(|h| h.status == ServiceStatus::Running)
@@ -204,7 +193,7 @@ async fn demo() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         "\n5. shutdown drains: queued calls are answered, then `stopping` runs in each instance"
     );
     let queued = spawn_calls(&client, 6, 50);
-    wait_for("the calls to queue", || {
+    colony_examples::wait_for("the calls to queue", || {
         steady.health().is_some_and(|h| h.queued == 6)
     })
     .await;
