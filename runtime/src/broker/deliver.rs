@@ -124,7 +124,7 @@ impl Broker {
                 match sub.try_push(delivery) {
                     Ok(()) => {}
                     Err(PushError::Gone(d)) => self.gone(d),
-                    Err(PushError::Timeout(d)) => {
+                    Err(PushError::Full(d)) => {
                         self.push_local(&sub, d, Some(deadline)).await?;
                     }
                 }
@@ -348,7 +348,7 @@ impl Broker {
                 self.gone(d);
                 Ok(())
             }
-            Err(PushError::Timeout(d)) => {
+            Err(PushError::Full(d)) => {
                 if let Some(ack) = d.ack {
                     self.answer(ack, Err("the subscriber's buffer stayed full".into()));
                 }
@@ -453,7 +453,7 @@ impl Broker {
             match sub.try_push(delivery) {
                 Ok(()) => {}
                 Err(PushError::Gone(d)) => self.gone(d),
-                Err(PushError::Timeout(d)) => blocked.push((sub, d)),
+                Err(PushError::Full(d)) => blocked.push((sub, d)),
             }
         }
         blocked

@@ -98,8 +98,8 @@ pub(crate) trait Port: Send + Sync {
 pub(crate) enum PushError {
     /// The subscription has ended (its service stopped or failed).
     Gone(Delivery),
-    /// The buffer stayed full (overflow: block) until the publisher's deadline.
-    Timeout(Delivery),
+    /// The buffer is full (overflow: block); from `push`, it stayed full until the deadline.
+    Full(Delivery),
 }
 
 /// Counters for `colony describe` and health.
@@ -180,7 +180,7 @@ impl LocalSubscription {
             tokio::pin!(room);
             room.as_mut().enable();
             match self.try_push(delivery) {
-                Err(PushError::Timeout(back)) => delivery = back,
+                Err(PushError::Full(back)) => delivery = back,
                 done => return done,
             }
             match deadline {
@@ -189,7 +189,7 @@ impl LocalSubscription {
                         .await
                         .is_err()
                     {
-                        return Err(PushError::Timeout(delivery));
+                        return Err(PushError::Full(delivery));
                     }
                 }
                 None => room.await,
@@ -198,7 +198,7 @@ impl LocalSubscription {
     }
 
     /// Queues `delivery` if there is room (or the oldest can be dropped), without waiting: a
-    /// full blocking buffer hands it back as `Timeout`.
+    /// full blocking buffer hands it back as `Full`.
     // The error hands the delivery back, unboxed: this is the path of every event.
     #[allow(clippy::result_large_err)]
     pub(crate) fn try_push(&self, delivery: Delivery) -> Result<(), PushError> {
@@ -224,7 +224,7 @@ impl LocalSubscription {
                 }
                 Ok(())
             }
-            Pushed::Full(back) => Err(PushError::Timeout(back)),
+            Pushed::Full(back) => Err(PushError::Full(back)),
         }
     }
 
@@ -269,13 +269,7 @@ impl LocalSubscription {
     /// Hands one event to an instance, waiting while none can take it (restarting, or every
     /// mailbox full of calls) until the subscription ends.
     async fn dispatch(self: &Arc<Self>, delivery: Delivery, now: Instant) {
-        let mut completion = Completion {
-            sub: self.clone(),
-            ack: delivery.ack,
-            armed: true,
-            ran: false,
-        };
-        self.in_handler.fetch_add(1, Ordering::AcqRel);
+        let mut completion = self.handing_out(delivery.ack);
         loop {
             match self
                 .port
@@ -299,6 +293,18 @@ impl LocalSubscription {
                     tokio::time::sleep(NO_INSTANCE_RETRY).await;
                 }
             }
+        }
+    }
+
+    /// An event leaves the buffer for the instances: it counts in the window until its
+    /// completion reports.
+    fn handing_out(self: &Arc<Self>, ack: Option<AckTo>) -> Completion {
+        self.in_handler.fetch_add(1, Ordering::AcqRel);
+        Completion {
+            sub: self.clone(),
+            ack,
+            armed: true,
+            ran: false,
         }
     }
 
@@ -336,13 +342,7 @@ impl LocalSubscription {
         self.room.notify_waiters();
         let now = Instant::now();
         for delivery in left {
-            let completion = Completion {
-                sub: self.clone(),
-                ack: delivery.ack,
-                armed: true,
-                ran: false,
-            };
-            self.in_handler.fetch_add(1, Ordering::AcqRel);
+            let completion = self.handing_out(delivery.ack);
             if let Err((_, back)) =
                 self.port
                     .dispatch(&delivery.payload, completion, self.context(&delivery, now))
