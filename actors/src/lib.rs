@@ -17,7 +17,9 @@
 //! [`selector`] holds the decision logic of the runtime's selector actors: strategies, instance
 //! load, outlier ejection and the retry budget, as plain state with no I/O. [`broker`] holds
 //! pub/sub's: subjects and wildcards, the subscription table, at-least-once redelivery and
-//! bounded subscriber buffers. The lock state machines of a later milestone go here too.
+//! bounded subscriber buffers. [`lock`] holds distributed locks': rendezvous replicas, the
+//! replica's lease table with fencing tokens, the quarantine rule, the cluster census and the
+//! acquirer's majority count.
 //!
 //! ```
 //! # #[tokio::main] async fn main() {
@@ -54,6 +56,7 @@ mod behavior;
 pub mod broker;
 mod instance;
 mod instances;
+pub mod lock;
 mod restart;
 pub mod selector;
 mod supervisor;
