@@ -12,6 +12,16 @@
 //! or it gets SIGTERM or SIGINT (then shuts down gracefully with `Node::shutdown` and exits 0), or
 //! it is killed.
 //!
+//! Meanwhile it reads commands on stdin, one a line, and acknowledges each on stdout (flushed)
+//! once done ([`ChildNode::command`](colony_tests::ChildNode::command) sends them):
+//!
+//! ```text
+//! cut ADDR [ADDR...]   Node::cut_off: drop all traffic to and from these peers   -> CUT
+//! restore              Node::restore: traffic flows again                         -> RESTORED
+//! ```
+//!
+//! A line it does not understand is reported on stderr and ignored.
+//!
 //! With `--unavailable`, `fixture` and the `--service` names advertise the fixture's endpoints
 //! but their handlers answer every call with `Unavailable` (origin `Handler`): an instance that
 //! is up, reachable and useless, for outlier ejection tests.
@@ -26,6 +36,7 @@
 //! survives a `kill -9`.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -34,7 +45,7 @@ use colony_tests::{
     fixture_endpoints, init_tracing, start_fixture, start_recorder, Blob, Count, Echo, Fail, Hold,
     HoldBig, Inspect, Inspector, Panic, RecorderOptions, Sleep, SubscribeSpec, FIXTURE, INSPECT,
 };
-use tokio::io::AsyncReadExt;
+use tokio::io::AsyncBufReadExt;
 use tokio::signal::unix::{signal, SignalKind};
 
 fn usage() -> ! {
@@ -142,10 +153,10 @@ async fn main() {
         out.flush().expect("flush stdout");
     }
 
-    // Serve until stdin reaches end of file (the test dropped its end, or died) or a signal
-    // asks to stop.
+    // Serve (and obey the commands on stdin) until stdin reaches end of file (the test dropped
+    // its end, or died) or a signal asks to stop.
     let why = tokio::select! {
-        () = stdin_closed() => "stdin closed",
+        () = serve_commands(&node) => "stdin closed",
         _ = terminate.recv() => "SIGTERM",
         _ = interrupt.recv() => "SIGINT",
     };
@@ -162,16 +173,47 @@ fn millis(arg: Option<String>) -> u64 {
     arg.and_then(|a| a.parse().ok()).unwrap_or_else(|| usage())
 }
 
-/// Returns once stdin reaches end of file (or fails).
-async fn stdin_closed() {
-    let mut stdin = tokio::io::stdin();
-    let mut buf = [0u8; 256];
+/// Runs the commands read on stdin, one a line (see the top of this file); returns once stdin
+/// reaches end of file (or fails).
+async fn serve_commands(node: &Node) {
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
+    let mut line = Vec::new();
     loop {
-        match stdin.read(&mut buf).await {
+        line.clear();
+        match stdin.read_until(b'\n', &mut line).await {
             Ok(0) | Err(_) => return,
-            Ok(_) => {}
+            Ok(_) => run_command(node, String::from_utf8_lossy(&line).trim()),
         }
     }
+}
+
+/// Runs one command line, or reports on stderr that it is not one.
+fn run_command(node: &Node, line: &str) {
+    let mut words = line.split_whitespace();
+    match words.next() {
+        Some("cut") => match words
+            .map(str::parse)
+            .collect::<Result<Vec<SocketAddr>, _>>()
+        {
+            Ok(peers) if !peers.is_empty() => {
+                node.cut_off(peers);
+                acknowledge("CUT");
+            }
+            _ => eprintln!("colony-test-node: ignored {line:?}: expected cut ADDR [ADDR...]"),
+        },
+        Some("restore") if words.next().is_none() => {
+            node.restore();
+            acknowledge("RESTORED");
+        }
+        _ => eprintln!("colony-test-node: ignored unknown command {line:?}"),
+    }
+}
+
+/// Prints `ack` on its own line on stdout, flushed: the test is waiting for it.
+fn acknowledge(ack: &str) {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{ack}").expect("write stdout");
+    out.flush().expect("flush stdout");
 }
 
 /// Answers every fixture message with `Unavailable` (`--unavailable`).

@@ -56,6 +56,9 @@ pub struct ChildNode {
     child: Child,
     stdin: Option<ChildStdin>,
     addr: SocketAddr,
+    /// The child's stdout lines after `LISTENING <addr>`, where [`command`](Self::command)
+    /// finds its acknowledgements.
+    stdout: tokio::sync::mpsc::UnboundedReceiver<String>,
 }
 
 impl ChildNode {
@@ -79,21 +82,26 @@ impl ChildNode {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start colony-test-node");
+        let (lines_tx, lines_rx) = tokio::sync::mpsc::unbounded_channel();
         // From here on the guard owns the process: any panic below kills it.
         let mut guard = ChildNode {
             child,
             stdin: None,
             addr: "127.0.0.1:0".parse().unwrap(),
+            stdout: lines_rx,
         };
         guard.stdin = guard.child.stdin.take();
         let stdout = guard.child.stdout.take().expect("child stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            // Keep draining stdout after the address line so the child never blocks on it.
+            // Keep draining stdout after the address line so the child never blocks on it;
+            // the lines after it go to `command`, which skips what it does not wait for.
             let mut tx = Some(tx);
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(addr) = line.strip_prefix("LISTENING ") {
+                if tx.is_none() {
+                    let _ = lines_tx.send(line);
+                } else if let Some(addr) = line.strip_prefix("LISTENING ") {
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(addr.trim().to_string());
                     }
@@ -151,6 +159,41 @@ impl ChildNode {
             "kill -TERM {} failed: {status}",
             self.id()
         );
+    }
+
+    /// Sends one command line to the child on its stdin and waits (bounded) for its
+    /// acknowledgement on stdout; other lines the child prints meanwhile (logs) are skipped.
+    ///
+    /// - `cut ADDR [ADDR...]`: the child drops all traffic to and from these nodes, as a network
+    ///   partition would (`Node::cut_off`); acknowledged with `CUT`.
+    /// - `restore`: traffic flows again (`Node::restore`); acknowledged with `RESTORED`.
+    ///
+    /// Panics on any other command, after [`close_stdin`](Self::close_stdin), or when the child
+    /// does not acknowledge in time (it ignores a malformed command, with a line on stderr).
+    pub async fn command(&mut self, line: &str) {
+        let ack = match line.split_whitespace().next() {
+            Some("cut") => "CUT",
+            Some("restore") => "RESTORED",
+            _ => panic!("not a colony-test-node command: {line:?}"),
+        };
+        let stdin = self
+            .stdin
+            .as_mut()
+            .expect("the child's stdin is closed: no more commands");
+        writeln!(stdin, "{}", line.trim())
+            .and_then(|()| stdin.flush())
+            .unwrap_or_else(|e| panic!("send {line:?} to the child node: {e}"));
+        let acknowledged = async {
+            while let Some(out) = self.stdout.recv().await {
+                if out.trim() == ack {
+                    return;
+                }
+            }
+            panic!("the child node's stdout ended before it acknowledged {line:?}");
+        };
+        tokio::time::timeout(HANG_LIMIT, acknowledged)
+            .await
+            .unwrap_or_else(|_| panic!("the child node did not acknowledge {line:?}"));
     }
 
     /// Closes the child's stdin, which asks it to shut down.

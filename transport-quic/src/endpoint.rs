@@ -9,6 +9,7 @@ use quinn::{RecvStream, SendStream};
 
 use crate::config::TransportConfig;
 use crate::error::{BindError, IdentityError, OneWayError, OpenError, WriteError};
+use crate::fault::{Cuts, FaultySocket};
 use crate::identity::Identity;
 use crate::pool::Pool;
 
@@ -20,6 +21,8 @@ pub struct Endpoint {
     /// Cleared by [`Endpoint::stop_accepting`]: [`Endpoint::accept`] then refuses attempts.
     accepting: Arc<AtomicBool>,
     config: Arc<TransportConfig>,
+    /// Peers cut off by [`Endpoint::cut_off`]: the socket drops their datagrams.
+    cuts: Arc<Cuts>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -77,10 +80,12 @@ impl Endpoint {
                 "no tokio runtime to run the endpoint on",
             ))
         })?;
-        let mut quinn = quinn::Endpoint::new(
+        let cuts = Arc::new(Cuts::default());
+        let socket = FaultySocket::new(runtime.wrap_udp_socket(socket).map_err(io)?, cuts.clone());
+        let mut quinn = quinn::Endpoint::new_with_abstract_socket(
             quinn::EndpointConfig::default(),
             Some(server_config),
-            socket,
+            Arc::new(socket),
             runtime,
         )
         .map_err(io)?;
@@ -90,6 +95,7 @@ impl Endpoint {
             pool: Arc::default(),
             accepting: Arc::new(AtomicBool::new(true)),
             config: Arc::new(config),
+            cuts,
         })
     }
 
@@ -210,6 +216,28 @@ impl Endpoint {
     /// Accepts incoming connections again after [`stop_accepting`](Self::stop_accepting).
     pub fn resume_accepting(&self) {
         self.accepting.store(true, Ordering::Release);
+    }
+
+    /// Fault injection, for partition tests and chaos drills: from now on every datagram to or
+    /// from these addresses is silently dropped at the UDP socket, as an iptables `DROP` rule
+    /// would (Akka's `TestConductor` blackhole is the analogue). Adds to the peers already cut.
+    ///
+    /// Nothing is closed or reported: connections to a cut peer fail as in a real partition,
+    /// by their open or idle timeouts, and dials to it time out. Cutting on one side is enough
+    /// to cut both directions. Undo with [`restore`](Self::restore).
+    pub fn cut_off(&self, peers: impl IntoIterator<Item = SocketAddr>) {
+        self.cuts.cut(peers);
+    }
+
+    /// Ends the fault injection of [`cut_off`](Self::cut_off): traffic to and from every peer
+    /// flows again. Connections that timed out meanwhile are re-dialled on their next use.
+    pub fn restore(&self) {
+        self.cuts.restore();
+    }
+
+    /// The peers currently cut off by [`cut_off`](Self::cut_off), in no particular order.
+    pub fn cut_peers(&self) -> Vec<SocketAddr> {
+        self.cuts.peers()
     }
 
     /// Closes every connection at once, without waiting for peers to acknowledge.

@@ -8,6 +8,8 @@
 //!   the handshake, in both directions. One connection per peer is pooled and re-dialled when
 //!   lost; each call gets its own bi-directional stream, and one-way messages (gossip) each get a
 //!   uni-directional stream ([`Endpoint::send_oneway`], [`frame::read_oneway`]).
+//!   For partition tests, [`Endpoint::cut_off`] drops a peer's datagrams at the UDP socket
+//!   until [`Endpoint::restore`].
 //! - [`frame`] reads and writes length-prefixed frames with a size limit checked before any
 //!   allocation.
 //!
@@ -31,6 +33,7 @@ mod ca;
 mod config;
 mod endpoint;
 mod error;
+mod fault;
 pub mod frame;
 mod identity;
 mod pool;
