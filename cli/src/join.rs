@@ -73,6 +73,8 @@ pub(crate) async fn join(
         .cluster(cluster)
         .seeds(resolved.iter().map(|a| a.to_string()))
         .client_only()
+        // The replicas enforce the cluster's longest lease; the CLI does not guess it.
+        .lock_max_ttl(Duration::from_secs(24 * 3600))
         .call_timeout(call_timeout)
         .start()
         .await

@@ -13,6 +13,8 @@
 //! colony health --node 127.0.0.1:7400               # one node, e.g. as a liveness probe
 //! colony --seed 127.0.0.1:7400 publish orders.created '{"id":7}'
 //! colony --seed 127.0.0.1:7400 subscribe 'orders.>' --queue audit --at-least-once
+//! colony --seed 127.0.0.1:7400 lock invoice-42 --ttl 10s -- ./job.sh   # token in $COLONY_LOCK_TOKEN
+//! colony --seed 127.0.0.1:7400 leader scheduler --watch
 //! ```
 //!
 //! `subscribe` prints one JSON line per event on stdout, `{"subject":"orders.created",
@@ -21,11 +23,13 @@
 //!
 //! Exit codes: 0 when the command did what it was asked (for `health`: every node asked is
 //! healthy), 1 when it failed (for `health`: a node is degraded, has a failed service, or is
-//! draining; for `publish`: a bad subject or event, or no confirmation within `--wait`), 2 when
-//! the cluster or a node asked could not be reached.
+//! draining; for `publish`: a bad subject or event, or no confirmation within `--wait`; for
+//! `lock`: not acquired within `--acquire`, or lost while the command ran, else the command's own
+//! exit code; for `leader`: no leader), 2 when the cluster or a node asked could not be reached.
 
 mod describe;
 mod join;
+mod lock;
 mod publish;
 mod subscribe;
 mod table;
@@ -123,6 +127,30 @@ enum Command {
         /// another subscriber).
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         count: Option<u64>,
+    },
+    /// Run a command while holding a cluster-wide lock; the command gets the lock's fencing
+    /// token in COLONY_LOCK_TOKEN (and the key in COLONY_LOCK_KEY). The lease is renewed while
+    /// the command runs; if it is lost, the command gets SIGTERM and colony exits 1.
+    Lock {
+        /// The lock's key.
+        key: String,
+        /// Lease: renewed every third of it; at most the cluster's max (default 15s).
+        #[arg(long, default_value = "10s", value_parser = lock::duration)]
+        ttl: Duration,
+        /// How long to wait for the lock while another holds it (0: try once).
+        #[arg(long, default_value = "60s", value_parser = lock::duration)]
+        acquire: Duration,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Show who leads an election (exit 1 if nobody does), from gossip.
+    Leader {
+        /// The election's name.
+        name: String,
+        /// Keep printing each change until Ctrl-C.
+        #[arg(long)]
+        watch: bool,
     },
 }
 
@@ -263,6 +291,13 @@ async fn run(cli: Cli) -> Result<u8, String> {
             };
             subscribe::run(&node, options).await
         }
+        Command::Lock {
+            key,
+            ttl,
+            acquire,
+            command,
+        } => lock::run(&node, key, *ttl, *acquire, command).await,
+        Command::Leader { name, watch } => lock::leader(&node, name, *watch, cli.json).await,
     };
     node.shutdown().await;
     result

@@ -10,6 +10,7 @@ mod membership;
 mod message;
 mod node;
 mod service;
+mod sync;
 mod wire;
 
 pub use broker::{
@@ -25,6 +26,7 @@ pub use membership::{
 };
 pub use message::{Handler, Message};
 pub use node::{Node, NodeBuilder, StartError};
+pub use sync::{Election, Leader, LeaderWatch, Leadership, LockGuard, LockRequest, LockSettings};
 /// colony's own per-node service and its messages, for tools like the `colony` CLI.
 pub mod introspect {
     pub use crate::node::introspect::{HealthQuery, SelectorQuery, SelectorView, NODE_SERVICE};

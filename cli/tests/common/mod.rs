@@ -25,12 +25,13 @@ impl Drop for TempDir {
     }
 }
 
-/// `colony <args> --ca-dir <ca_dir>`, run to completion (a minute at most: a hang fails).
+/// `colony --ca-dir <ca_dir> <args>`, run to completion (a minute at most: a hang fails).
 pub(crate) async fn colony(args: &[&str], ca_dir: &Path) -> Output {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_colony"));
-    cmd.args(args)
-        .arg("--ca-dir")
+    // Global options first: a command after `--` (colony lock) takes everything that follows.
+    cmd.arg("--ca-dir")
         .arg(ca_dir)
+        .args(args)
         .env_remove("COLONY_SEEDS")
         .kill_on_drop(true);
     tokio::time::timeout(Duration::from_secs(60), cmd.output())

@@ -35,6 +35,7 @@ use crate::error::{Code, Error};
 use crate::layer::{Layers, Outgoing};
 use crate::message::Message;
 use crate::service::LocalServices;
+use crate::sync::{LockRequest, Locks};
 use attempt::Plan;
 use route::NO_FILTER;
 use selector::Selectors;
@@ -53,6 +54,8 @@ pub(crate) struct Caller {
     pub(crate) layers: Layers,
     /// Pub/sub: publishes from this node's clients.
     pub(crate) broker: Arc<Broker>,
+    /// Locks: this node's replica (server nodes) and what acquirers need.
+    pub(crate) locks: Locks,
     next_request_id: AtomicU64,
 }
 
@@ -68,6 +71,7 @@ impl Caller {
         defaults: CallDefaults,
         layers: Layers,
         broker: Arc<Broker>,
+        locks: Locks,
     ) -> Self {
         // Request ids only need to be distinct enough to follow a call in logs across nodes.
         let seed = std::hash::BuildHasher::hash_one(
@@ -84,6 +88,7 @@ impl Caller {
             defaults,
             layers,
             broker,
+            locks,
             next_request_id: AtomicU64::new(seed >> 16),
         }
     }
@@ -134,6 +139,12 @@ impl Client {
         request: M,
     ) -> Result<M::Reply, Error> {
         self.request(service, request).at(node).send().await
+    }
+
+    /// A distributed lock on `key`: `client.lock("invoice-42").ttl(d).wait(d).await` returns a
+    /// [`LockGuard`](crate::LockGuard) once a majority of the key's replicas granted it.
+    pub fn lock(&self, key: impl Into<String>) -> LockRequest {
+        LockRequest::new(self.clone(), key.into())
     }
 
     /// A call with options: `client.request("greeter", msg).timeout(d).idempotent().await`.

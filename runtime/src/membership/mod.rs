@@ -187,6 +187,21 @@ impl Membership {
             .set(format!("{SERVICE_PREFIX}{service}"), value);
     }
 
+    /// Sets a key of this node's own gossip state (leader announcements).
+    pub(crate) async fn set_key(&self, key: &str, value: &str) {
+        let mut chitchat = self.chitchat.lock().await;
+        chitchat.self_node_state().set(key, value);
+    }
+
+    /// Deletes a key of this node's own gossip state if it still holds `value`.
+    pub(crate) async fn delete_key_if(&self, key: &str, value: &str) {
+        let mut chitchat = self.chitchat.lock().await;
+        let state = chitchat.self_node_state();
+        if state.get(key) == Some(value) {
+            state.delete(key);
+        }
+    }
+
     /// Stops advertising a service.
     pub(crate) async fn withdraw(&self, service: &str) {
         let mut chitchat = self.chitchat.lock().await;

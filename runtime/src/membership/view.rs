@@ -8,6 +8,8 @@ use std::sync::Arc;
 use chitchat::{ChitchatId, NodeState};
 use serde::{Deserialize, Serialize};
 
+use crate::sync::{leaders_in, Leader};
+
 use crate::broker::{ClusterSubscriptions, SubscriptionAd, SubscriptionInfo};
 
 /// Key prefix of a service advertisement in a node's gossip state: `svc:<name>`.
@@ -101,6 +103,8 @@ pub(crate) struct ClusterView {
     pub(crate) by_service: HashMap<String, Vec<ServiceInstance>>,
     /// Every node's subscriptions, for publishers (client nodes' too: `colony subscribe`).
     pub(crate) subscriptions: ClusterSubscriptions,
+    /// Elections' leaders as announced in gossip (of two claims, the larger token wins).
+    pub(crate) leaders: HashMap<String, Leader>,
 }
 
 impl ClusterView {
@@ -161,6 +165,21 @@ impl ClusterView {
                     .or_default()
                     .push(instance.clone());
                 view.instances.insert(instance.id.clone(), instance);
+            }
+            if !leaving && role == Role::Server {
+                for (election, token) in leaders_in(state.key_values()) {
+                    let leader = Leader {
+                        node: name.to_string(),
+                        addr: id.gossip_advertise_addr,
+                        token,
+                    };
+                    match view.leaders.get(election) {
+                        Some(other) if other.token >= token => {}
+                        _ => {
+                            view.leaders.insert(election.to_string(), leader);
+                        }
+                    }
+                }
             }
             view.members.push(Member {
                 name: name.to_string(),

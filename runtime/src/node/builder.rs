@@ -11,6 +11,7 @@ use super::{Node, Shared, StartError};
 use crate::call::CallDefaults;
 use crate::layer::{ClientLayer, Layers, ServeLayer};
 use crate::membership::{Membership, MembershipConfig, Role};
+use crate::sync::LockSettings;
 
 enum Trust {
     /// The per-user CA in this directory (created if absent).
@@ -33,6 +34,7 @@ pub struct NodeBuilder {
     serve_layers: Vec<Arc<dyn ServeLayer>>,
     shutdown_grace: Duration,
     membership: MembershipConfig,
+    locks: LockSettings,
 }
 
 impl Default for NodeBuilder {
@@ -47,6 +49,7 @@ impl Default for NodeBuilder {
             serve_layers: Vec::new(),
             shutdown_grace: Duration::from_secs(10),
             membership: MembershipConfig::default(),
+            locks: LockSettings::default(),
         }
     }
 }
@@ -164,6 +167,19 @@ impl NodeBuilder {
         self
     }
 
+    /// The cluster's lock settings (every node must use the same); see `docs/locks.md`.
+    pub fn locks(mut self, settings: LockSettings) -> Self {
+        self.locks = settings;
+        self
+    }
+
+    /// The longest lease the cluster grants, and so the quarantine of a replica new to a key
+    /// (default 15 s; every node must use the same).
+    pub fn lock_max_ttl(mut self, max_ttl: Duration) -> Self {
+        self.locks.max_ttl = max_ttl;
+        self
+    }
+
     /// Binds the endpoint and starts serving. Must run inside a tokio runtime.
     pub async fn start(self) -> Result<Node, StartError> {
         let addr: SocketAddr = self
@@ -207,6 +223,7 @@ impl NodeBuilder {
             membership,
             self.defaults,
             layers,
+            (self.locks, self.membership.role),
         ));
         Node::serve(shared, self.shutdown_grace).await
     }

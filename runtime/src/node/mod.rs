@@ -19,11 +19,12 @@ use crate::call::selector::{Selectors, Sources};
 use crate::call::{CallDefaults, Caller, Client};
 use crate::layer::Layers;
 use crate::layer::ServeLayer;
-use crate::membership::{GossipInbox, GossipStats, Member, Membership, Registry};
+use crate::membership::{GossipInbox, GossipStats, Member, Membership, Registry, Role};
 use crate::service::node_supervisor::{self, NodeSupervisorMsg};
 use crate::service::{
     stop_service, Host, LocalServices, NodeHealth, Roster, ServiceBuilder, RESERVED_PREFIX,
 };
+use crate::sync::{Election, LeaderWatch, LockRequest, LockSettings, Locks};
 use colony_actors::ractor::ActorRef;
 
 /// Starting a node failed.
@@ -96,6 +97,7 @@ impl Shared {
         (membership, gossip_inbox): (Membership, GossipInbox),
         defaults: CallDefaults,
         layers: Layers,
+        (lock_settings, role): (LockSettings, Role),
     ) -> Self {
         let addr = membership.advertise();
         let services = Arc::new(LocalServices::default());
@@ -124,6 +126,7 @@ impl Shared {
             defaults,
             layers,
             broker,
+            Locks::new(&name, lock_settings, membership.registry().clone(), role),
         ));
         Self {
             membership,
@@ -250,11 +253,15 @@ impl Node {
                 };
                 caller.selectors.view_changed();
                 let now = view.borrow_and_update().clone();
+                caller.locks.view_changed(&now);
                 caller.broker.view_changed(&before, &now);
                 before = now;
             }
         });
         introspect::serve(&shared).await?;
+        crate::sync::serve(&shared)
+            .await
+            .map_err(|e| StartError::Io(format!("lock replica: {e}")))?;
         tracing::info!(node = %shared.caller.name, addr = %shared.caller.addr, "node started");
         Ok(Node {
             shared,
@@ -282,6 +289,23 @@ impl Node {
     /// Declares a service to run on this node; see [`ServiceBuilder`].
     pub fn service<S: Send + 'static>(&self, name: impl Into<String>) -> ServiceBuilder<S> {
         ServiceBuilder::new(self.shared.clone(), name.into())
+    }
+
+    /// A distributed lock on `key`, granted by a majority of its replicas; see
+    /// [`LockRequest`] and `docs/locks.md`.
+    pub fn lock(&self, key: impl Into<String>) -> LockRequest {
+        self.client().lock(key)
+    }
+
+    /// Campaigns for leadership of `name`: resolves once this node leads (a lock on
+    /// `colony.leader/<name>`, renewed while the [`Leadership`](crate::Leadership) lives).
+    pub fn elect(&self, name: impl Into<String>) -> Election {
+        Election::new(self.shared.clone(), name.into())
+    }
+
+    /// Who leads `name`, from this node's gossip view, and a wait for changes.
+    pub fn leader_of(&self, name: impl Into<String>) -> LeaderWatch {
+        LeaderWatch::new(self.registry().view(), name.into())
     }
 
     /// This node's view of the cluster: services, instances, members, and a watch of changes.
@@ -315,6 +339,19 @@ impl Node {
     /// instances, restarts and last failure) and its own state. `colony health` asks for it.
     pub fn health(&self) -> NodeHealth {
         self.shared.health()
+    }
+
+    /// Fault injection, for tests and chaos drills: drops all traffic to and from these peers
+    /// (their [`Node::addr`]), as a network partition would. Calls and gossip to them fail by
+    /// timeouts, and they stop hearing from this node. Adds to the peers already cut; see
+    /// [`Endpoint::cut_off`].
+    pub fn cut_off(&self, peers: impl IntoIterator<Item = SocketAddr>) {
+        self.shared.caller.endpoint.cut_off(peers);
+    }
+
+    /// Heals what [`cut_off`](Self::cut_off) did: traffic to and from every peer flows again.
+    pub fn restore(&self) {
+        self.shared.caller.endpoint.restore();
     }
 
     /// Stops gracefully, within the shutdown grace:

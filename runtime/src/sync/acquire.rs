@@ -95,11 +95,6 @@ impl LockRequest {
         let mut backoff = BACKOFF_FIRST;
         loop {
             let replicas = locks.replicas_of(&self.key);
-            if replicas.is_empty() {
-                return Err(Error::unavailable(
-                    "no server node in view to hold locks (client-only nodes hold none)",
-                ));
-            }
             let asked = Instant::now();
             let mut tally = Tally::new(replicas.len());
             let decision = ask_all(
@@ -110,7 +105,14 @@ impl LockRequest {
                 |i, answer| tally.add(i, answer_of(answer)),
             )
             .await
-            .expect("a tally decides once every replica has answered");
+            // Only with no replica at all: a node that has not heard of any server yet.
+            .unwrap_or(Decision::Refused {
+                refusal: Refusal::Unavailable {
+                    reason: "no server node in view to hold locks (client-only nodes hold none)"
+                        .into(),
+                },
+                granters: Vec::new(),
+            });
             let refusal = match decision {
                 Decision::Granted {
                     token,
