@@ -56,6 +56,8 @@ pub(crate) struct ServeOptions {
     pub(crate) seed: Option<SocketAddr>,
     /// Answer every call with "unavailable": a broken instance, for the resilience scenario.
     pub(crate) fail: bool,
+    /// The node's `lock_max_ttl` (colony only; the locks scenario); `None`: colony's default.
+    pub(crate) lock_max_ttl: Option<Duration>,
 }
 
 /// The name of a colony server child unless told otherwise.
@@ -69,6 +71,7 @@ impl ServeOptions {
             name: DEFAULT_NAME.into(),
             seed: None,
             fail: false,
+            lock_max_ttl: None,
         }
     }
 
@@ -86,6 +89,11 @@ impl ServeOptions {
             if let Some(seed) = self.seed {
                 args.extend(["--seed".into(), seed.to_string().into()]);
             }
+            if let Some(ttl) = self.lock_max_ttl {
+                // Whole milliseconds: what `parse_duration` reads back exactly.
+                let ms = ttl.as_millis();
+                args.extend(["--lock-max-ttl".into(), format!("{ms}ms").into()]);
+            }
         }
         if self.fail {
             args.push("--fail".into());
@@ -102,9 +110,14 @@ impl WorkDir {
     /// Creates `$TMPDIR/colony-bench-<pid>-<n>` readable by this user only (`n` counts the
     /// directories this process made, so two environments never share one).
     pub(crate) fn create() -> std::io::Result<Self> {
+        Self::create_in(&std::env::temp_dir())
+    }
+
+    /// Creates `<parent>/colony-bench-<pid>-<n>`, as [`WorkDir::create`] does in `$TMPDIR`.
+    pub(crate) fn create_in(parent: &Path) -> std::io::Result<Self> {
         static MADE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("colony-bench-{}-{n}", std::process::id()));
+        let dir = parent.join(format!("colony-bench-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let mut builder = std::fs::DirBuilder::new();
         #[cfg(unix)]
@@ -214,6 +227,7 @@ pub(crate) async fn serve(
                 instances: options.instances,
                 seed: options.seed,
                 fail: options.fail,
+                lock_max_ttl: options.lock_max_ttl,
             };
             let started = colony_side::start_member(member).await?;
             let addr = started.addr();
@@ -282,6 +296,14 @@ mod tests {
         assert_eq!(
             args[6..],
             ["--name", "echo-2", "--seed", "127.0.0.1:7000", "--fail"]
+        );
+        let locks = ServeOptions {
+            lock_max_ttl: Some(Duration::from_millis(2500)),
+            ..lone.clone()
+        };
+        assert_eq!(
+            locks.args(ServerKind::Colony, dir)[8..],
+            ["--lock-max-ttl", "2500ms"]
         );
         // tonic takes no colony options, but can be told to fail.
         assert_eq!(

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use colony::prelude::*;
-use colony::{ClusterCa, Strategy};
+use colony::{ClusterCa, NodeBuilder, Strategy};
 use serde::{Deserialize, Serialize};
 
 use crate::certs::BoxError;
@@ -76,6 +76,8 @@ pub(crate) struct Member<'a> {
     pub(crate) seed: Option<SocketAddr>,
     /// Whether every call fails with `Unavailable`.
     pub(crate) fail: bool,
+    /// The node's `lock_max_ttl` (the locks scenario); `None`: colony's default.
+    pub(crate) lock_max_ttl: Option<Duration>,
 }
 
 /// Starts a node on a free loopback port serving [`SERVICE`] with `instances` instances.
@@ -90,6 +92,7 @@ pub(crate) async fn start_server(
         instances,
         seed: None,
         fail: false,
+        lock_max_ttl: None,
     })
     .await
 }
@@ -100,6 +103,10 @@ pub(crate) async fn start_member(member: Member<'_>) -> Result<Node, BoxError> {
         .name(member.name)
         .listen("127.0.0.1:0")
         .seeds(member.seed.map(|s| s.to_string()));
+    let builder = match member.lock_max_ttl {
+        Some(ttl) => crate::lock_side::with_max_ttl(builder, ttl),
+        None => builder,
+    };
     let node = match member.trust {
         Trust::Ca(ca) => builder.ca(ca.clone()),
         Trust::Dir(dir) => builder.ca_dir(dir),
@@ -145,14 +152,25 @@ pub(crate) async fn join_client(
     seed: SocketAddr,
     instances: usize,
 ) -> Result<Node, BoxError> {
-    let node = Node::builder()
+    join_client_with(name, ca, seed, instances, |builder| builder).await
+}
+
+/// [`join_client`], with `configure` applied to the node's builder (e.g. the locks scenario's
+/// `lock_max_ttl`, which every node of a cluster must share).
+pub(crate) async fn join_client_with(
+    name: &str,
+    ca: &Arc<ClusterCa>,
+    seed: SocketAddr,
+    instances: usize,
+    configure: impl FnOnce(NodeBuilder) -> NodeBuilder,
+) -> Result<Node, BoxError> {
+    let builder = Node::builder()
         .name(name)
         .listen("127.0.0.1:0")
         .ca(ca.clone())
         .seeds([seed.to_string()])
-        .client_only()
-        .start()
-        .await?;
+        .client_only();
+    let node = configure(builder).start().await?;
     let seen = node
         .registry()
         .wait_until(JOIN_TIMEOUT, |r| r.instances(SERVICE).len() >= instances)
@@ -293,6 +311,7 @@ mod tests {
             instances: 1,
             seed,
             fail,
+            lock_max_ttl: None,
         };
         let good = start_member(member("good", None, false)).await.unwrap();
         let bad = start_member(member("bad", Some(good.addr()), true))

@@ -12,23 +12,35 @@
 //! cargo run --release -p colony-bench -- actors     # idle instance memory, vs raw ractor
 //! cargo run --release -p colony-bench -- supervision # restart after a panic, full mailboxes, vs raw ractor
 //! cargo run --release -p colony-bench -- pubsub     # publish/subscribe, colony's broker vs NATS core
+//! cargo run --release -p colony-bench --features etcd -- locks # distributed locks, vs etcd
 //!   options: --duration 3s --warmup 500ms --rounds 2 --instances 64 --concurrency 1,64,256
 //!            --by-name round-robin,p2c --fleet-concurrency 64 --faults none,failing,kill
 //!            --panics 200 --default-panics 50 --callers 16 --mailbox 1024 --flood-cap-mb 1000
 //!            --subscribers 3 --rate 10000 --publishers 1 --nats-publishers 1
+//!            --lock-pairs 1000 --lock-warmup-pairs 100 --lock-clients 16 --lock-keys 3
+//!            --lock-ttl 2s --lock-max-ttl 2s --lock-wait 10s --etcd-dir /dev/shm
 //! ```
 //!
 //! The report (markdown) goes to stdout, progress to stderr. See `docs/benchmarks.md`.
+//!
+//! The `etcd` cargo feature builds the etcd columns of `locks` (etcd-client, whose build needs
+//! `protoc`: `apt-get install protobuf-compiler`; at run time `etcd` on PATH: `apt-get install
+//! etcd-server`). Without it, `locks` (and `all`) measure colony's locks alone and say how to
+//! get the etcd columns; with it but without an `etcd` binary, the etcd columns are skipped.
 
 mod broker_side;
 mod certs;
 mod child;
 mod colony_side;
+#[cfg(feature = "etcd")]
+mod etcd_side;
 mod fault;
 mod fleet;
 mod gossip;
 mod load;
 mod local;
+mod lock_side;
+mod locker;
 mod nats_side;
 mod netstat;
 mod pick_cost;
@@ -52,7 +64,9 @@ use colony::Strategy;
 
 use crate::certs::BoxError;
 use crate::child::{ServeOptions, ServerKind};
-use crate::scenarios::{PubSubSettings, RemoteEnv, Section, Settings, SupervisionSettings};
+use crate::scenarios::{
+    LockSettings, PubSubSettings, RemoteEnv, Section, Settings, SupervisionSettings,
+};
 use crate::sub_child::SubscribeArgs;
 
 /// Benchmarks colony against tonic gRPC, raw quinn and raw ractor, in the same run.
@@ -89,8 +103,11 @@ enum Command {
     /// Publish/subscribe, 1→1, fan-out and queue group across processes: colony's broker
     /// (at-most-once and at-least-once) vs NATS core (a `nats-server` the bench starts).
     Pubsub(RunArgs),
+    /// Distributed locks, uncontended and contended: colony's lock service (3 server
+    /// processes) vs etcd (an `etcd` the bench starts; needs the `etcd` cargo feature).
+    Locks(RunArgs),
     /// Every scenario, in the order rpc, sweep, seq, local, pick, resilience, supervision,
-    /// pubsub.
+    /// pubsub, locks.
     All(RunArgs),
     /// Internal: serve one system in a child process until stdin closes.
     #[command(hide = true)]
@@ -178,6 +195,33 @@ struct RunArgs {
     /// NATS publishing tasks in the pub/sub throughput runs.
     #[arg(long, default_value_t = 1)]
     nats_publishers: usize,
+    /// Measured acquire+release pairs of the uncontended lock cell, per system and round.
+    #[arg(long, default_value_t = 1_000)]
+    lock_pairs: usize,
+    /// Pairs before the measured ones in the uncontended lock cell.
+    #[arg(long, default_value_t = 100)]
+    lock_warmup_pairs: usize,
+    /// Clients of the contended lock cell (window: `--duration` after `--warmup`).
+    #[arg(long, default_value_t = 16)]
+    lock_clients: usize,
+    /// Keys of the contended lock cell; client i takes key i mod this.
+    #[arg(long, default_value_t = 3)]
+    lock_keys: usize,
+    /// TTL of colony's lock acquisitions (and of etcd's lease-per-lock leases, in whole
+    /// seconds).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    lock_ttl: Duration,
+    /// colony's `lock_max_ttl` on every node of the lock cluster (also the quarantine a fresh
+    /// node waits out before it creates lock state).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    lock_max_ttl: Duration,
+    /// An acquisition waiting longer than this for its key fails.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    lock_wait: Duration,
+    /// Directory in which etcd's data directory is made (default: `$TMPDIR`); e.g. `/dev/shm`
+    /// to take the disk's fsync out of etcd's figures.
+    #[arg(long)]
+    etcd_dir: Option<PathBuf>,
 }
 
 /// A strategy named on the command line.
@@ -247,6 +291,9 @@ struct ServeArgs {
     /// Answer every call with "unavailable" (a broken server).
     #[arg(long)]
     fail: bool,
+    /// colony's `lock_max_ttl` on this node (the locks scenario).
+    #[arg(long, value_parser = parse_duration)]
+    lock_max_ttl: Option<Duration>,
 }
 
 impl From<&ServeArgs> for ServeOptions {
@@ -256,6 +303,7 @@ impl From<&ServeArgs> for ServeOptions {
             name: a.name.clone(),
             seed: a.seed,
             fail: a.fail,
+            lock_max_ttl: a.lock_max_ttl,
         }
     }
 }
@@ -287,6 +335,7 @@ struct Scenarios {
     resilience: bool,
     supervision: bool,
     pubsub: bool,
+    locks: bool,
 }
 
 impl Command {
@@ -316,6 +365,10 @@ impl Command {
                 pubsub: true,
                 ..none
             },
+            Command::Locks(_) => Scenarios {
+                locks: true,
+                ..none
+            },
             Command::All(_) => Scenarios {
                 rpc: true,
                 sweep: true,
@@ -325,6 +378,7 @@ impl Command {
                 resilience: true,
                 supervision: true,
                 pubsub: true,
+                locks: true,
             },
             Command::Serve(_) | Command::Subscribe(_) | Command::Gossip(_) | Command::Actors(_) => {
                 none
@@ -342,6 +396,7 @@ impl Command {
             Command::Resilience(_) => "resilience",
             Command::Supervision(_) => "supervision",
             Command::Pubsub(_) => "pubsub",
+            Command::Locks(_) => "locks",
             Command::All(_) => "all",
             Command::Gossip(_) => "gossip",
             Command::Actors(_) => "actors",
@@ -384,6 +439,25 @@ impl From<&RunArgs> for SupervisionSettings {
             callers: a.callers.max(1),
             mailbox: a.mailbox.max(1),
             cap_bytes: a.flood_cap_mb.saturating_mul(1_000_000),
+        }
+    }
+}
+
+impl From<&RunArgs> for LockSettings {
+    fn from(a: &RunArgs) -> Self {
+        LockSettings {
+            warmup: a.warmup,
+            duration: a.duration,
+            rounds: usize::try_from(a.rounds).unwrap_or(usize::MAX),
+            pairs: a.lock_pairs.max(1),
+            warmup_pairs: a.lock_warmup_pairs,
+            clients: a.lock_clients.max(1),
+            keys: a.lock_keys.max(1),
+            ttl: a.lock_ttl,
+            max_ttl: a.lock_max_ttl,
+            wait: a.lock_wait,
+            etcd_dir: a.etcd_dir.clone(),
+            only: a.only.clone(),
         }
     }
 }
@@ -447,6 +521,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         | Command::Resilience(a)
         | Command::Supervision(a)
         | Command::Pubsub(a)
+        | Command::Locks(a)
         | Command::All(a) => a,
     };
     let settings = Settings::from(args);
@@ -481,6 +556,9 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
     }
     if which.pubsub {
         sections.extend(scenarios::pubsub(&PubSubSettings::from(args)).await?);
+    }
+    if which.locks {
+        sections.extend(scenarios::locks(&LockSettings::from(args)).await?);
     }
 
     let mut report = header(cli.command.name(), &settings);
@@ -568,6 +646,7 @@ mod tests {
             "actors",
             "supervision",
             "pubsub",
+            "locks",
             "all",
         ] {
             assert!(Cli::try_parse_from(["colony-bench", cmd]).is_ok(), "{cmd}");
@@ -575,6 +654,40 @@ mod tests {
         let all = Cli::try_parse_from(["colony-bench", "all"]).unwrap();
         assert!(all.command.scenarios().resilience && all.command.scenarios().pick);
         assert!(all.command.scenarios().supervision && all.command.scenarios().pubsub);
+        assert!(all.command.scenarios().locks);
+        let Command::Locks(args) = Cli::try_parse_from([
+            "colony-bench",
+            "locks",
+            "--lock-pairs",
+            "50",
+            "--lock-clients",
+            "4",
+            "--lock-keys",
+            "2",
+            "--lock-ttl",
+            "1500ms",
+            "--lock-max-ttl",
+            "3s",
+            "--etcd-dir",
+            "/dev/shm",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not the locks command")
+        };
+        let l = LockSettings::from(&args);
+        assert_eq!(
+            (l.pairs, l.warmup_pairs, l.clients, l.keys),
+            (50, 100, 4, 2)
+        );
+        assert_eq!(l.ttl, Duration::from_millis(1500));
+        assert_eq!(l.max_ttl, Duration::from_secs(3));
+        assert_eq!(l.wait, Duration::from_secs(10));
+        assert_eq!(
+            l.etcd_dir.as_deref(),
+            Some(std::path::Path::new("/dev/shm"))
+        );
         let Command::Supervision(args) = Cli::try_parse_from([
             "colony-bench",
             "supervision",
@@ -676,6 +789,7 @@ mod tests {
             name: "echo-1".into(),
             seed: Some("127.0.0.1:4000".parse().unwrap()),
             fail: true,
+            lock_max_ttl: Some(Duration::from_millis(2500)),
         };
         let dir = std::path::Path::new("/tmp/x");
         let args =

@@ -97,16 +97,16 @@ impl LockRequest {
             let replicas = locks.replicas_of(&self.key);
             let asked = Instant::now();
             let mut tally = Tally::new(replicas.len());
-            let decision = ask_all(
+            let (decision, late) = ask_all(
                 &self.client,
                 &replicas,
                 &request,
                 locks.settings.request_timeout,
                 |i, answer| tally.add(i, answer_of(answer)),
             )
-            .await
+            .await;
             // Only with no replica at all: a node that has not heard of any server yet.
-            .unwrap_or(Decision::Refused {
+            let decision = decision.unwrap_or(Decision::Refused {
                 refusal: Refusal::Unavailable {
                     reason: "no server node in view to hold locks (client-only nodes hold none)"
                         .into(),
@@ -119,6 +119,8 @@ impl LockRequest {
                     confirm,
                     granters,
                 } => {
+                    // Grants still to come are this owner's too: released with the lock.
+                    drop(late);
                     let confirmed = if confirm.is_empty() {
                         true
                     } else {
@@ -135,13 +137,32 @@ impl LockRequest {
                             asked + validity(self.ttl),
                         ));
                     }
-                    self.release_at(&replicas, &granters, &owner);
+                    let all: Vec<usize> = (0..replicas.len()).collect();
+                    self.release_at(&replicas, &all, &owner);
                     Refusal::Unavailable {
                         reason: "the token could not be confirmed by a majority".into(),
                     }
                 }
                 Decision::Refused { refusal, granters } => {
                     self.release_at(&replicas, &granters, &owner);
+                    // A replica that grants after the round was lost would hold the key for
+                    // this owner until the lease ran out: free it as soon as its grant arrives.
+                    let (client, replicas, release) = (
+                        self.client.clone(),
+                        replicas.clone(),
+                        self.release_request(&owner),
+                    );
+                    late.then(move |i, answer| {
+                        if matches!(answer, Ok(Ballot::Granted { .. })) {
+                            let timeout = client.caller.locks.settings.request_timeout;
+                            let (client, release, at) =
+                                (client.clone(), release.clone(), [replicas[i]]);
+                            tokio::spawn(async move {
+                                let _ = ask_all(&client, &at, &release, timeout, |_, _| None::<()>)
+                                    .await;
+                            });
+                        }
+                    });
                     refusal
                 }
             };
@@ -181,6 +202,7 @@ impl LockRequest {
             (holding >= need).then_some(())
         })
         .await
+        .0
         .is_some()
             || holding >= need
     }
@@ -192,14 +214,20 @@ impl LockRequest {
         }
         let targets: Vec<_> = granters.iter().map(|&i| replicas[i]).collect();
         let client = self.client.clone();
-        let request = Release {
-            key: self.key.clone(),
-            owner: owner.clone(),
-        };
+        let request = self.release_request(owner);
         let timeout = client.caller.locks.settings.request_timeout;
         tokio::spawn(async move {
             ask_all(&client, &targets, &request, timeout, |_, _| None::<()>).await;
         });
+    }
+}
+
+impl LockRequest {
+    fn release_request(&self, owner: &Owner) -> Release {
+        Release {
+            key: self.key.clone(),
+            owner: owner.clone(),
+        }
     }
 }
 

@@ -159,7 +159,8 @@ async fn release(held: &Held) -> Result<(), Error> {
             (heard >= need).then_some(())
         },
     )
-    .await;
+    .await
+    .0;
     match done {
         Some(()) => Ok(()),
         None => Err(Error::unavailable(format!(
@@ -202,6 +203,7 @@ async fn renew(held: Arc<Held>) {
             tally.add(answer.ok().map(renewal_of))
         })
         .await
+        .0
         .unwrap_or(Renewed::Undecided);
         match outcome {
             Renewed::Yes => {
