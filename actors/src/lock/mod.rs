@@ -12,7 +12,7 @@
 //!
 //! ```
 //! use std::time::{Duration, Instant};
-//! use colony_actors::lock::{replicas, Answer, Creation, Decision, LockTable, Owner, Tally};
+//! use colony_actors::lock::{replicas, Answer, Creation, Decision, LockTable, Owner, Standing, Tally};
 //!
 //! let members: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
 //! let holders = replicas("invoice-42", &members, 3);
@@ -25,8 +25,8 @@
 //! let mut tally = Tally::new(3);
 //! let mut decision = None;
 //! for (i, table) in tables.iter_mut().enumerate() {
-//!     let vote = table.grant("invoice-42", &owner, Duration::from_secs(10), now,
-//!                            Creation::Allowed { floor: 1_000 + i as u64 });
+//!     let standing = Standing { since: now, creation: Creation::Allowed { floor: 1_000 + i as u64 } };
+//!     let vote = table.grant("invoice-42", &owner, Duration::from_secs(10), now, standing);
 //!     decision = decision.or(tally.add(i, Answer::Vote(vote)));
 //! }
 //! // Two votes decide; the token is the larger of the two proposals, and the replica that
@@ -44,4 +44,4 @@ pub use census::Census;
 pub use quorum::{majority, Answer, Decision, Refusal, RenewTally, Renewed, Tally};
 pub use rendezvous::{is_replica, replicas};
 pub use responsibility::Responsibility;
-pub use table::{Creation, Lease, LockTable, Owner, Renewal, Vote, MAX_KEYS};
+pub use table::{Creation, Lease, LockTable, Owner, Renewal, Standing, Vote, MAX_KEYS};

@@ -8,6 +8,12 @@
 //! cluster grants): any lease granted before it joined has ended by then. Until that, it
 //! answers only for keys it already knows; the key's other replicas, which do know, still form
 //! a majority when one member changes.
+//!
+//! A replica that did not see a majority of the cluster was not one of anything: the majority
+//! side may have moved its keys elsewhere and granted them meanwhile. So a membership seen
+//! without a majority breaks the run too, and what the replica recorded before the current run
+//! began is stale ([`Responsibility::since`]): it is answered like a key never seen, except
+//! that its token stays a floor.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -26,9 +32,9 @@ pub struct Responsibility {
     me: String,
     replicas: usize,
     quarantine: Duration,
-    /// (since, members sorted by name), oldest first; the first entry is the one in effect at
-    /// the start of the window.
-    history: VecDeque<(Instant, Arc<[String]>)>,
+    /// (since, members sorted by name, whether this node saw a majority of the cluster),
+    /// oldest first; the first entry is the one in effect at the start of the window.
+    history: VecDeque<(Instant, Arc<[String]>, bool)>,
 }
 
 impl Responsibility {
@@ -43,14 +49,19 @@ impl Responsibility {
         }
     }
 
-    /// The live members (servers, not leaving) changed to `members` at `now`.
-    pub fn observe(&mut self, now: Instant, mut members: Vec<String>) {
+    /// At `now` the live members (servers, not leaving) are `members`, and this node does or
+    /// does not see a majority of the cluster (`quorum`, from the [`Census`](super::Census)).
+    pub fn observe(&mut self, now: Instant, mut members: Vec<String>, quorum: bool) {
         members.sort_unstable();
         members.dedup();
-        if self.history.back().is_some_and(|(_, m)| **m == *members) {
+        if self
+            .history
+            .back()
+            .is_some_and(|(_, m, q)| **m == *members && *q == quorum)
+        {
             return;
         }
-        self.history.push_back((now, members.into()));
+        self.history.push_back((now, members.into(), quorum));
         // Keep the entry in effect at the window's start; drop the ones before it.
         let start = now.checked_sub(self.quarantine);
         while self.history.len() > 1 && start.is_some_and(|s| self.history[1].0 <= s)
@@ -62,7 +73,24 @@ impl Responsibility {
 
     /// The live members now.
     pub fn members(&self) -> &[String] {
-        self.history.back().map(|(_, m)| &m[..]).unwrap_or(&[])
+        self.history.back().map(|(_, m, _)| &m[..]).unwrap_or(&[])
+    }
+
+    /// The start of this node's current run as one of `key`'s replicas with a majority in
+    /// sight; `None` if it is not one now. A record of the key last updated before this is
+    /// stale. Runs older than the kept window start at the window's first entry (conservative:
+    /// records from before it count as stale).
+    pub fn since(&self, key: &str) -> Option<Instant> {
+        let mut since = None;
+        for (at, members, quorum) in &self.history {
+            let responsible = *quorum && is_replica(key, members, self.replicas, &self.me);
+            since = match (responsible, since) {
+                (true, None) => Some(*at),
+                (true, run) => run,
+                (false, _) => None,
+            };
+        }
+        since
     }
 
     /// The number of replicas per key.
@@ -75,29 +103,14 @@ impl Responsibility {
         is_replica(key, self.members(), self.replicas, &self.me)
     }
 
-    /// May this replica create `key` at `now`? `floor` is what a new key's token starts from.
+    /// May this replica create `key` at `now` (or trust a stale record of it)? `floor` is what
+    /// a new key's token starts from.
     pub fn creation(&self, key: &str, now: Instant, floor: u64) -> Creation {
-        let Some((first, _)) = self.history.front() else {
+        let Some(since) = self.since(key) else {
             return Creation::Quarantined {
                 remaining: self.quarantine,
             };
         };
-        // Responsible continuously since: the start of the last run of memberships that all
-        // rank this node in the key's top `r`.
-        let mut since = *first;
-        let mut responsible = false;
-        for (at, members) in &self.history {
-            let now_responsible = is_replica(key, members, self.replicas, &self.me);
-            if now_responsible && !responsible {
-                since = *at;
-            }
-            responsible = now_responsible;
-        }
-        if !responsible {
-            return Creation::Quarantined {
-                remaining: self.quarantine,
-            };
-        }
         let ready = since + self.quarantine;
         if ready > now {
             Creation::Quarantined {
@@ -128,7 +141,7 @@ mod tests {
         let t0 = Instant::now();
         let mut r = Responsibility::new("a", 3, Q);
         assert!(!allowed(r.creation("k", t0, 1)));
-        r.observe(t0, names(&["a", "b", "c"]));
+        r.observe(t0, names(&["a", "b", "c"]), true);
         assert_eq!(
             r.creation("k", t0 + Duration::from_secs(4), 1),
             Creation::Quarantined {
@@ -143,7 +156,7 @@ mod tests {
         let t0 = Instant::now();
         let mut r = Responsibility::new("d", 3, Q);
         let all = names(&["a", "b", "c", "d", "e"]);
-        r.observe(t0, all.clone());
+        r.observe(t0, all.clone(), true);
         let t1 = t0 + Q * 2;
         // Find a key d is not a replica of but becomes one when its first replica leaves.
         let key = (0..1000)
@@ -166,11 +179,36 @@ mod tests {
                 }
             })
             .expect("some key stays with d");
-        r.observe(t1, all.iter().filter(|m| **m != first).cloned().collect());
+        r.observe(
+            t1,
+            all.iter().filter(|m| **m != first).cloned().collect(),
+            true,
+        );
         assert!(r.is_replica(&key));
         assert!(!allowed(r.creation(&key, t1 + Q / 2, 1)));
         assert!(allowed(r.creation(&stayer, t1 + Q / 2, 1)));
         assert!(allowed(r.creation(&key, t1 + Q, 1)));
+    }
+
+    #[test]
+    fn a_spell_without_a_majority_restarts_the_run_and_stales_older_records() {
+        let t0 = Instant::now();
+        let mut r = Responsibility::new("a", 3, Q);
+        let two = names(&["a", "b"]);
+        r.observe(t0, two.clone(), true);
+        assert_eq!(r.since("k"), Some(t0));
+        // Partitioned: the same members in view, but no majority of the cluster.
+        let t1 = t0 + Q * 2;
+        r.observe(t1, two.clone(), false);
+        assert_eq!(r.since("k"), None);
+        assert!(!allowed(r.creation("k", t1, 1)));
+        // Healed: a new run, and a whole quarantine before records from before it count.
+        let t2 = t1 + Q * 3;
+        r.observe(t2, names(&["a", "b", "c", "d", "e"]), true);
+        if r.is_replica("k") {
+            assert_eq!(r.since("k"), Some(t2));
+        }
+        assert!(!allowed(r.creation("k", t2 + Q / 2, 1)));
     }
 
     #[test]
@@ -180,7 +218,7 @@ mod tests {
         for i in 0..50u64 {
             let mut m = names(&["a"]);
             m.push(format!("x{i}"));
-            r.observe(t0 + Duration::from_secs(i * 20), m);
+            r.observe(t0 + Duration::from_secs(i * 20), m, true);
         }
         assert!(r.history.len() <= 2);
     }

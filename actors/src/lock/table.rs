@@ -1,8 +1,11 @@
 //! One replica's lock table: who holds each key, until when, and the last fencing token.
 //!
 //! The table takes the time as an argument and decides; it never reads a clock and never
-//! waits. Whether it may create state for a key it has never seen is decided outside (see
-//! [`Responsibility`](super::Responsibility)) and passed in as a [`Creation`].
+//! waits. Whether it may create state for a key it has never seen, and since when its records
+//! can be trusted, is decided outside (see [`Responsibility`](super::Responsibility)) and
+//! passed in as a [`Standing`]: a record last updated before `since` is stale (the replica
+//! was not one of the key's replicas with a majority in sight at some point after it), and is
+//! answered like a key never seen, its token kept as a floor.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -35,7 +38,8 @@ struct Record {
     lease: Option<Lease>,
     /// The largest token this replica granted or learned for the key.
     token: u64,
-    /// Last request about the key, for [`LockTable::sweep`].
+    /// Last grant or renewal of the key here: for [`LockTable::sweep`], and to tell a trusted
+    /// record from a stale one.
     touched: Instant,
 }
 
@@ -55,6 +59,16 @@ pub enum Creation {
         /// Until the replica may.
         remaining: Duration,
     },
+}
+
+/// What the replica's standing lets the table do with a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    /// Start of the replica's current run as one of the key's replicas with a majority in
+    /// sight: records updated before it are stale.
+    pub since: Instant,
+    /// Whether a key it does not know (or knows only from a stale record) may be created.
+    pub creation: Creation,
 }
 
 /// A replica's answer to an acquisition.
@@ -116,53 +130,48 @@ impl LockTable {
         owner: &Owner,
         ttl: Duration,
         now: Instant,
-        creation: Creation,
+        standing: Standing,
     ) -> Vote {
-        let Some(record) = self.records.get_mut(key) else {
-            let floor = match creation {
-                Creation::Allowed { floor } => floor.max(1),
-                Creation::Quarantined { remaining } => return Vote::Quarantined { remaining },
-            };
-            if self.records.len() >= MAX_KEYS {
-                return Vote::Full;
-            }
-            self.records.insert(
-                key.to_string(),
-                Record {
-                    lease: Some(Lease {
-                        owner: owner.clone(),
-                        token: floor,
-                        expires: now + ttl,
-                    }),
-                    token: floor,
-                    touched: now,
-                },
-            );
-            return Vote::Granted { token: floor };
-        };
-        record.touched = now;
-        if let Some(lease) = &mut record.lease {
-            if lease.owner == *owner {
-                lease.expires = now + ttl;
-                return Vote::Granted { token: lease.token };
-            }
-            if lease.expires > now {
-                return Vote::Held {
-                    owner: lease.owner.clone(),
-                    token: lease.token,
-                    remaining: lease.expires - now,
+        let stale_token = match self.records.get_mut(key) {
+            Some(record) if record.touched >= standing.since => {
+                record.touched = now;
+                if let Some(lease) = &mut record.lease {
+                    if lease.owner == *owner {
+                        lease.expires = now + ttl;
+                        return Vote::Granted { token: lease.token };
+                    }
+                    if lease.expires > now {
+                        return Vote::Held {
+                            owner: lease.owner.clone(),
+                            token: lease.token,
+                            remaining: lease.expires - now,
+                        };
+                    }
+                }
+                record.token += 1;
+                record.lease = Some(Lease {
+                    owner: owner.clone(),
+                    token: record.token,
+                    expires: now + ttl,
+                });
+                return Vote::Granted {
+                    token: record.token,
                 };
             }
+            Some(stale) => Some(stale.token),
+            None => None,
+        };
+        let floor = match standing.creation {
+            Creation::Allowed { floor } => floor.max(1),
+            Creation::Quarantined { remaining } => return Vote::Quarantined { remaining },
+        };
+        if stale_token.is_none() && self.records.len() >= MAX_KEYS {
+            return Vote::Full;
         }
-        record.token += 1;
-        record.lease = Some(Lease {
-            owner: owner.clone(),
-            token: record.token,
-            expires: now + ttl,
-        });
-        Vote::Granted {
-            token: record.token,
-        }
+        let token = stale_token.map_or(floor, |t| floor.max(t + 1));
+        self.records
+            .insert(key.to_string(), adopted(owner, token, ttl, now));
+        Vote::Granted { token }
     }
 
     /// The acquirer settled on `token` (the largest proposed): this replica records it, so
@@ -182,8 +191,9 @@ impl LockTable {
     }
 
     /// `owner`, holding `token`, extends its lease by `ttl` from now. A replica with no record
-    /// adopts the lease if `creation` allows (so a replica that replaced a dead one learns the
-    /// holder from its renewals); a lease expired here is renewed only if nobody took it since.
+    /// (or a stale one) adopts the lease if its standing allows creating the key and the token
+    /// is newer than any it knows (so a replica that replaced a departed one learns the holder
+    /// from its renewals); a lease expired here is renewed only if nobody took it since.
     pub fn renew(
         &mut self,
         key: &str,
@@ -191,10 +201,22 @@ impl LockTable {
         token: u64,
         ttl: Duration,
         now: Instant,
-        creation: Creation,
+        standing: Standing,
     ) -> Renewal {
-        let Some(record) = self.records.get_mut(key) else {
-            if matches!(creation, Creation::Quarantined { .. }) || self.records.len() >= MAX_KEYS {
+        let may_adopt = matches!(standing.creation, Creation::Allowed { .. });
+        let known = match self.records.get_mut(key) {
+            Some(record) if record.touched >= standing.since => Some(record),
+            Some(stale) => {
+                if may_adopt && token > stale.token {
+                    *stale = adopted(owner, token, ttl, now);
+                    return Renewal::Renewed;
+                }
+                return Renewal::Unknown;
+            }
+            None => None,
+        };
+        let Some(record) = known else {
+            if !may_adopt || self.records.len() >= MAX_KEYS {
                 return Renewal::Unknown;
             }
             self.records
@@ -214,7 +236,7 @@ impl LockTable {
             },
             // Free here, or another's expired lease: adopt only a token newer than any this
             // replica knows, which a stale holder cannot have.
-            _ if token > record.token && matches!(creation, Creation::Allowed { .. }) => {
+            _ if token > record.token && may_adopt => {
                 *record = adopted(owner, token, ttl, now);
                 Renewal::Renewed
             }
@@ -224,11 +246,11 @@ impl LockTable {
 
     /// `owner` gives the key up. Releasing what it does not hold (already expired and taken,
     /// or never granted here) changes nothing.
-    pub fn release(&mut self, key: &str, owner: &Owner, now: Instant) {
+    pub fn release(&mut self, key: &str, owner: &Owner) {
         if let Some(record) = self.records.get_mut(key) {
+            // Not `touched`: a release says nothing about whether the record is current.
             if record.lease.as_ref().is_some_and(|l| l.owner == *owner) {
                 record.lease = None;
-                record.touched = now;
             }
         }
     }
@@ -281,7 +303,13 @@ mod tests {
     use super::*;
 
     const TTL: Duration = Duration::from_secs(10);
-    const OPEN: Creation = Creation::Allowed { floor: 1000 };
+    /// A replica in good standing since `since`, allowed to create keys from token 1000.
+    fn open(since: Instant) -> Standing {
+        Standing {
+            since,
+            creation: Creation::Allowed { floor: 1000 },
+        }
+    }
 
     fn owner(id: u64) -> Owner {
         Owner {
@@ -295,16 +323,16 @@ mod tests {
         let mut t = LockTable::default();
         let now = Instant::now();
         assert_eq!(
-            t.grant("k", &owner(1), TTL, now, OPEN),
+            t.grant("k", &owner(1), TTL, now, open(now)),
             Vote::Granted { token: 1000 }
         );
         assert!(matches!(
-            t.grant("k", &owner(2), TTL, now, OPEN),
+            t.grant("k", &owner(2), TTL, now, open(now)),
             Vote::Held { token: 1000, .. }
         ));
-        t.release("k", &owner(1), now);
+        t.release("k", &owner(1));
         assert_eq!(
-            t.grant("k", &owner(2), TTL, now, OPEN),
+            t.grant("k", &owner(2), TTL, now, open(now)),
             Vote::Granted { token: 1001 }
         );
     }
@@ -313,15 +341,15 @@ mod tests {
     fn an_expired_lease_is_granted_to_the_next_owner() {
         let mut t = LockTable::default();
         let now = Instant::now();
-        t.grant("k", &owner(1), TTL, now, OPEN);
+        t.grant("k", &owner(1), TTL, now, open(now));
         let later = now + TTL;
         assert_eq!(
-            t.grant("k", &owner(2), TTL, later, OPEN),
+            t.grant("k", &owner(2), TTL, later, open(now)),
             Vote::Granted { token: 1001 }
         );
         // The old holder cannot renew what another owner holds now.
         assert_eq!(
-            t.renew("k", &owner(1), 1000, TTL, later, OPEN),
+            t.renew("k", &owner(1), 1000, TTL, later, open(now)),
             Renewal::Taken { owner: owner(2) }
         );
     }
@@ -330,9 +358,9 @@ mod tests {
     fn a_retried_acquisition_gets_the_same_token() {
         let mut t = LockTable::default();
         let now = Instant::now();
-        t.grant("k", &owner(1), TTL, now, OPEN);
+        t.grant("k", &owner(1), TTL, now, open(now));
         assert_eq!(
-            t.grant("k", &owner(1), TTL, now, OPEN),
+            t.grant("k", &owner(1), TTL, now, open(now)),
             Vote::Granted { token: 1000 }
         );
     }
@@ -341,10 +369,13 @@ mod tests {
     fn quarantine_refuses_unknown_keys_but_not_known_ones() {
         let mut t = LockTable::default();
         let now = Instant::now();
-        t.grant("known", &owner(1), TTL, now, OPEN);
-        t.release("known", &owner(1), now);
-        let q = Creation::Quarantined {
-            remaining: Duration::from_secs(3),
+        t.grant("known", &owner(1), TTL, now, open(now));
+        t.release("known", &owner(1));
+        let q = Standing {
+            since: now,
+            creation: Creation::Quarantined {
+                remaining: Duration::from_secs(3),
+            },
         };
         assert_eq!(
             t.grant("new", &owner(2), TTL, now, q),
@@ -364,12 +395,12 @@ mod tests {
     fn confirm_raises_the_token_so_the_next_grant_is_past_it() {
         let mut t = LockTable::default();
         let now = Instant::now();
-        t.grant("k", &owner(1), TTL, now, OPEN);
+        t.grant("k", &owner(1), TTL, now, open(now));
         assert!(t.confirm("k", &owner(1), 5000));
         assert!(!t.confirm("k", &owner(9), 6000));
-        t.release("k", &owner(1), now);
+        t.release("k", &owner(1));
         assert_eq!(
-            t.grant("k", &owner(2), TTL, now, OPEN),
+            t.grant("k", &owner(2), TTL, now, open(now)),
             Vote::Granted { token: 5001 }
         );
     }
@@ -379,18 +410,18 @@ mod tests {
         let mut t = LockTable::default();
         let now = Instant::now();
         assert_eq!(
-            t.renew("k", &owner(1), 77, TTL, now, OPEN),
+            t.renew("k", &owner(1), 77, TTL, now, open(now)),
             Renewal::Renewed
         );
         assert_eq!(t.holder("k", now).map(|l| l.token), Some(77));
-        t.release("k", &owner(1), now);
+        t.release("k", &owner(1));
         // A holder whose token is not newer than what this replica knows is stale.
         assert_eq!(
-            t.renew("k", &owner(2), 77, TTL, now, OPEN),
+            t.renew("k", &owner(2), 77, TTL, now, open(now)),
             Renewal::Unknown
         );
         assert_eq!(
-            t.renew("k", &owner(2), 78, TTL, now, OPEN),
+            t.renew("k", &owner(2), 78, TTL, now, open(now)),
             Renewal::Renewed
         );
     }
@@ -399,23 +430,62 @@ mod tests {
     fn an_expired_lease_renews_if_nobody_took_it() {
         let mut t = LockTable::default();
         let now = Instant::now();
-        t.grant("k", &owner(1), TTL, now, OPEN);
+        t.grant("k", &owner(1), TTL, now, open(now));
         let later = now + TTL * 2;
         assert!(t.holder("k", later).is_none());
         assert_eq!(
-            t.renew("k", &owner(1), 1000, TTL, later, OPEN),
+            t.renew("k", &owner(1), 1000, TTL, later, open(now)),
             Renewal::Renewed
         );
         assert!(t.holder("k", later).is_some());
     }
 
     #[test]
+    fn a_stale_record_is_answered_like_an_unknown_key_with_its_token_as_a_floor() {
+        let mut t = LockTable::default();
+        let t0 = Instant::now();
+        t.grant("k", &owner(1), TTL, t0, open(t0));
+        // The replica lost its majority and regained it: its run restarts after the record.
+        let t1 = t0 + Duration::from_secs(1);
+        let quarantined = Standing {
+            since: t1,
+            creation: Creation::Quarantined {
+                remaining: Duration::from_secs(5),
+            },
+        };
+        assert!(matches!(
+            t.grant("k", &owner(2), TTL, t1, quarantined),
+            Vote::Quarantined { .. }
+        ));
+        // Its own stale lease is not renewed, nor taken as the key's state.
+        assert_eq!(
+            t.renew("k", &owner(1), 1000, TTL, t1, quarantined),
+            Renewal::Unknown
+        );
+        // Once it may create the key, the stale token is a floor: past it, even with a lower
+        // wall clock.
+        let allowed = Standing {
+            since: t1,
+            creation: Creation::Allowed { floor: 10 },
+        };
+        assert_eq!(
+            t.grant("k", &owner(2), TTL, t1, allowed),
+            Vote::Granted { token: 1001 }
+        );
+        // And from then on the record is trusted.
+        assert!(matches!(
+            t.grant("k", &owner(3), TTL, t1, allowed),
+            Vote::Held { token: 1001, .. }
+        ));
+    }
+
+    #[test]
     fn sweep_forgets_idle_free_keys_only() {
         let mut t = LockTable::default();
         let now = Instant::now();
-        t.grant("held", &owner(1), Duration::from_secs(100), now, OPEN);
-        t.grant("free", &owner(2), TTL, now, OPEN);
-        t.release("free", &owner(2), now);
+        t.grant("held", &owner(1), Duration::from_secs(100), now, open(now));
+        t.grant("free", &owner(2), TTL, now, open(now));
+        t.release("free", &owner(2));
         assert_eq!(
             t.sweep(now + Duration::from_secs(60), Duration::from_secs(30)),
             1

@@ -86,14 +86,16 @@ impl LockRequest {
             )));
         }
         let deadline = Instant::now() + self.wait;
-        let owner = locks.owner();
-        let request = Acquire {
-            key: self.key.clone(),
-            owner: owner.clone(),
-            ttl_ms: self.ttl.as_millis() as u64,
-        };
         let mut backoff = BACKOFF_FIRST;
         loop {
+            // A new owner each round: the releases of a lost round, which may arrive late,
+            // must not free what a later round of the same acquisition was granted.
+            let owner = locks.owner();
+            let request = Acquire {
+                key: self.key.clone(),
+                owner: owner.clone(),
+                ttl_ms: self.ttl.as_millis() as u64,
+            };
             let replicas = locks.replicas_of(&self.key);
             let asked = Instant::now();
             let mut tally = Tally::new(replicas.len());

@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use colony_actors::lock::{self, Census, Creation, LockTable, Renewal, Responsibility, Vote};
+use colony_actors::lock::{self, Census, LockTable, Renewal, Responsibility, Standing, Vote};
 
 use super::messages::{Acquire, Ballot, Confirm, Release, Renew, RenewAnswer};
 use super::LockSettings;
@@ -53,30 +53,35 @@ impl Replica {
             live.iter().map(String::as_str),
             servers.filter(|m| m.leaving).map(|m| m.name.as_str()),
         );
-        self.responsibility.observe(now, live);
+        let quorum = self.census.has_majority();
+        self.responsibility.observe(now, live, quorum);
     }
 
-    /// Why this replica may not vote on `key` now, if it may not.
-    fn refuses(&mut self, key: &str, now: Instant) -> Option<Ballot> {
-        for gone in self.census.forget(now, self.settings.forget_after) {
-            tracing::info!(member = %gone, "lock census: no longer counting a member silent for the forget period");
+    /// This replica's standing on `key`, or why it may not vote on it now.
+    fn standing(&mut self, key: &str, now: Instant) -> Result<Standing, Ballot> {
+        let forgotten = self.census.forget(now, self.settings.forget_after);
+        if !forgotten.is_empty() {
+            tracing::info!(members = ?forgotten, "lock census: no longer counting members silent for the forget period");
+            // Forgetting can give this node a majority again: a new membership for the rule.
+            let members = self.responsibility.members().to_vec();
+            self.responsibility
+                .observe(now, members, self.census.has_majority());
         }
         if !self.census.has_majority() {
             let (live, known) = self.census.counts();
-            return Some(Ballot::NoQuorum { live, known });
+            return Err(Ballot::NoQuorum { live, known });
         }
-        if !self.responsibility.is_replica(key) {
-            return Some(Ballot::NotReplica);
-        }
-        None
-    }
-
-    fn creation(&self, key: &str, now: Instant) -> Creation {
+        let Some(since) = self.responsibility.since(key) else {
+            return Err(Ballot::NotReplica);
+        };
         let wall_us = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
             .unwrap_or(1);
-        self.responsibility.creation(key, now, wall_us)
+        Ok(Standing {
+            since,
+            creation: self.responsibility.creation(key, now, wall_us),
+        })
     }
 
     fn ttl(&self, ttl_ms: u64) -> Result<Duration, Error> {
@@ -101,14 +106,14 @@ impl Replica {
         let ttl = self.ttl(req.ttl_ms)?;
         let now = Instant::now();
         self.sweep(now);
-        if let Some(refusal) = self.refuses(&req.key, now) {
-            return Ok(refusal);
-        }
-        let creation = self.creation(&req.key, now);
+        let standing = match self.standing(&req.key, now) {
+            Ok(standing) => standing,
+            Err(refusal) => return Ok(refusal),
+        };
         Ok(
             match self
                 .table
-                .grant(&req.key, &(&req.owner).into(), ttl, now, creation)
+                .grant(&req.key, &(&req.owner).into(), ttl, now, standing)
             {
                 Vote::Granted { token } => Ballot::Granted { token },
                 Vote::Held {
@@ -131,15 +136,14 @@ impl Replica {
     pub(crate) fn renew(&mut self, req: &Renew) -> Result<RenewAnswer, Error> {
         let ttl = self.ttl(req.ttl_ms)?;
         let now = Instant::now();
-        if self.refuses(&req.key, now).is_some() {
+        let Ok(standing) = self.standing(&req.key, now) else {
             return Ok(RenewAnswer::Unknown);
-        }
-        let creation = self.creation(&req.key, now);
+        };
         let owner: lock::Owner = (&req.owner).into();
         Ok(
             match self
                 .table
-                .renew(&req.key, &owner, req.token, ttl, now, creation)
+                .renew(&req.key, &owner, req.token, ttl, now, standing)
             {
                 Renewal::Renewed => RenewAnswer::Renewed,
                 Renewal::Taken { owner } => RenewAnswer::Taken {
@@ -187,9 +191,7 @@ impl Handler<Renew> for LockService {
 
 impl Handler<Release> for LockService {
     async fn handle(&mut self, req: Release, _: &Context) -> Result<(), Error> {
-        self.replica()
-            .table
-            .release(&req.key, &(&req.owner).into(), Instant::now());
+        self.replica().table.release(&req.key, &(&req.owner).into());
         Ok(())
     }
 }
