@@ -12,6 +12,8 @@
 //! - [`load::Load`]: callers that keep calling until stopped, and what they saw.
 //! - Pub/sub: the [`Job`] event and the [`Recorder`] subscriber, which tells what it handled
 //!   through the [`Received`] call.
+//! - [`fence`]: a resource written with fencing tokens, that reports stale writes and
+//!   overlapping critical sections (the multi-process lock tests).
 //! - [`probe`]: the [`probe::Probe`] subscriber, which records each call of its handler, and the
 //!   in-process clusters, waits and checks of the pub/sub tests.
 
@@ -23,6 +25,7 @@ pub const HANG_LIMIT: Duration = Duration::from_secs(20);
 /// Name under which [`start_fixture`] usually runs the fixture service.
 pub const FIXTURE: &str = "fixture";
 
+pub mod fence;
 mod fixture;
 pub mod load;
 mod nodes;

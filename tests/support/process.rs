@@ -1,10 +1,12 @@
 //! Temporary directories and nodes in child processes.
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use colony::ClusterCa;
 
@@ -57,8 +59,16 @@ pub struct ChildNode {
     stdin: Option<ChildStdin>,
     addr: SocketAddr,
     /// The child's stdout lines after `LISTENING <addr>`, where [`command`](Self::command)
-    /// finds its acknowledgements.
+    /// finds its replies.
     stdout: tokio::sync::mpsc::UnboundedReceiver<String>,
+    /// Lines read from `stdout` that no wait has taken yet, oldest first.
+    unread: VecDeque<String>,
+}
+
+/// Whether the words of `line` start with the words of `prefix`.
+fn starts_with_words(line: &str, prefix: &str) -> bool {
+    let mut words = line.split_whitespace();
+    prefix.split_whitespace().all(|p| words.next() == Some(p))
 }
 
 impl ChildNode {
@@ -89,13 +99,14 @@ impl ChildNode {
             stdin: None,
             addr: "127.0.0.1:0".parse().unwrap(),
             stdout: lines_rx,
+            unread: VecDeque::new(),
         };
         guard.stdin = guard.child.stdin.take();
         let stdout = guard.child.stdout.take().expect("child stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             // Keep draining stdout after the address line so the child never blocks on it;
-            // the lines after it go to `command`, which skips what it does not wait for.
+            // the lines after it go to `command` and `wait_line`, which keep what they skip.
             let mut tx = Some(tx);
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
@@ -161,19 +172,53 @@ impl ChildNode {
         );
     }
 
-    /// Sends one command line to the child on its stdin and waits (bounded) for its
-    /// acknowledgement on stdout; other lines the child prints meanwhile (logs) are skipped.
+    /// Sends one command line to the child on its stdin and waits (bounded) for its reply on
+    /// stdout, which it returns. Lines the child prints meanwhile that are not the reply (logs,
+    /// asynchronous reports such as `LEADING ...`) are kept for [`wait_line`](Self::wait_line).
     ///
-    /// - `cut ADDR [ADDR...]`: the child drops all traffic to and from these nodes, as a network
-    ///   partition would (`Node::cut_off`); acknowledged with `CUT`.
-    /// - `restore`: traffic flows again (`Node::restore`); acknowledged with `RESTORED`.
+    /// Every command is answered by one line, flushed (see `tests/bin/test_node.rs` for what
+    /// each does); the reply starts with the words below (`KEY` and `NAME` as sent):
     ///
-    /// Panics on any other command, after [`close_stdin`](Self::close_stdin), or when the child
-    /// does not acknowledge in time (it ignores a malformed command, with a line on stderr).
-    pub async fn command(&mut self, line: &str) {
-        let ack = match line.split_whitespace().next() {
-            Some("cut") => "CUT",
-            Some("restore") => "RESTORED",
+    /// | command                            | reply                                               |
+    /// |------------------------------------|-----------------------------------------------------|
+    /// | `cut ADDR [ADDR...]` (a partition) | `CUT`                                               |
+    /// | `restore` (heal it)                | `RESTORED`                                          |
+    /// | `members`                          | `MEMBERS NAME...`                                   |
+    /// | `lock KEY TTL_MS WAIT_MS`          | `LOCKED KEY TOKEN` or `REFUSED KEY CODE DETAIL`     |
+    /// | `write KEY`                        | `WRITE KEY accepted\|rejected\|none\|failed ...`    |
+    /// | `held KEY`                         | `HELD KEY true\|false`                               |
+    /// | `release KEY`                      | `RELEASED KEY ok\|none\|CODE`                        |
+    /// | `elect NAME TTL_MS`                | `CAMPAIGNING NAME` (later `LEADING NAME TOKEN`)     |
+    /// | `leader NAME`                      | `LEADER NAME NODE TOKEN` or `LEADER NAME none`      |
+    /// | `workers KEY COUNT CLIENTS TTL_MS` | `WORKING KEY` (later `WORKERS DONE KEY N ERRORS`)   |
+    ///
+    /// The wait is [`HANG_LIMIT`], plus `WAIT_MS` for `lock`. Panics on any other command,
+    /// after [`close_stdin`](Self::close_stdin), or when the child does not answer in time (it
+    /// ignores a malformed command, with a line on stderr).
+    pub async fn command(&mut self, line: &str) -> String {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let arg = |i: usize| {
+            *words
+                .get(i)
+                .unwrap_or_else(|| panic!("{line:?}: argument {i} missing"))
+        };
+        let (replies, limit): (Vec<String>, Duration) = match words.first().copied() {
+            Some("cut") => (vec!["CUT".into()], HANG_LIMIT),
+            Some("restore") => (vec!["RESTORED".into()], HANG_LIMIT),
+            Some("members") => (vec!["MEMBERS".into()], HANG_LIMIT),
+            Some("lock") => {
+                let wait: u64 = arg(3).parse().expect("lock KEY TTL_MS WAIT_MS");
+                (
+                    vec![format!("LOCKED {}", arg(1)), format!("REFUSED {}", arg(1))],
+                    HANG_LIMIT + Duration::from_millis(wait),
+                )
+            }
+            Some("write") => (vec![format!("WRITE {}", arg(1))], HANG_LIMIT),
+            Some("held") => (vec![format!("HELD {}", arg(1))], HANG_LIMIT),
+            Some("release") => (vec![format!("RELEASED {}", arg(1))], HANG_LIMIT),
+            Some("elect") => (vec![format!("CAMPAIGNING {}", arg(1))], HANG_LIMIT),
+            Some("leader") => (vec![format!("LEADER {}", arg(1))], HANG_LIMIT),
+            Some("workers") => (vec![format!("WORKING {}", arg(1))], HANG_LIMIT),
             _ => panic!("not a colony-test-node command: {line:?}"),
         };
         let stdin = self
@@ -183,17 +228,78 @@ impl ChildNode {
         writeln!(stdin, "{}", line.trim())
             .and_then(|()| stdin.flush())
             .unwrap_or_else(|e| panic!("send {line:?} to the child node: {e}"));
-        let acknowledged = async {
-            while let Some(out) = self.stdout.recv().await {
-                if out.trim() == ack {
-                    return;
-                }
-            }
-            panic!("the child node's stdout ended before it acknowledged {line:?}");
-        };
-        tokio::time::timeout(HANG_LIMIT, acknowledged)
+        let replies: Vec<&str> = replies.iter().map(String::as_str).collect();
+        self.wait_any(&replies, limit, &format!("its reply to {line:?}"))
             .await
-            .unwrap_or_else(|_| panic!("the child node did not acknowledge {line:?}"));
+    }
+
+    /// Waits (at most `limit`) for a line of the child's stdout that starts with the words of
+    /// `prefix` (`"LEADING sched"` matches `LEADING sched 17`, not `LEADING scheduler 17`),
+    /// and returns it. Lines already printed and not yet taken count, oldest first; the
+    /// others stay for later waits.
+    pub async fn wait_line(&mut self, prefix: &str, limit: Duration) -> String {
+        self.wait_any(&[prefix], limit, &format!("a line {prefix:?}"))
+            .await
+    }
+
+    /// The first line printed so far, not yet taken, that starts with the words of `prefix`,
+    /// without waiting.
+    pub fn try_line(&mut self, prefix: &str) -> Option<String> {
+        while let Ok(line) = self.stdout.try_recv() {
+            self.keep(line);
+        }
+        self.take_unread(&[prefix])
+    }
+
+    /// Keeps a line no wait took (the oldest go past a bound: a child logging on stdout).
+    fn keep(&mut self, line: String) {
+        if self.unread.len() >= 100_000 {
+            self.unread.pop_front();
+        }
+        self.unread.push_back(line);
+    }
+
+    fn take_unread(&mut self, prefixes: &[&str]) -> Option<String> {
+        let at = self
+            .unread
+            .iter()
+            .position(|l| prefixes.iter().any(|p| starts_with_words(l, p)))?;
+        self.unread.remove(at)
+    }
+
+    async fn wait_any(&mut self, prefixes: &[&str], limit: Duration, what: &str) -> String {
+        if let Some(line) = self.take_unread(prefixes) {
+            return line;
+        }
+        let found = tokio::time::timeout(limit, async {
+            while let Some(line) = self.stdout.recv().await {
+                if prefixes.iter().any(|p| starts_with_words(&line, p)) {
+                    return Some(line);
+                }
+                self.keep(line);
+            }
+            None
+        })
+        .await;
+        match found {
+            Ok(Some(line)) => line,
+            Ok(None) => panic!("the child node's stdout ended before {what}"),
+            Err(_) => panic!("the child node did not print {what} within {limit:?}"),
+        }
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, `TERM`...) to the child with `kill -<signal>`.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(
+            status.success(),
+            "kill -{signal} {} failed: {status}",
+            self.id()
+        );
     }
 
     /// Closes the child's stdin, which asks it to shut down.
