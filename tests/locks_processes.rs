@@ -5,9 +5,6 @@
 //! cluster of its own, says afterwards whether a stale holder's write got through or two
 //! holders overlapped.
 //!
-//! One test is ignored: it shows a known bug of the locks right after a partition heals (two
-//! holders at once, for a while); run it with `--ignored`.
-//!
 //! The children are driven through their stdin (`ChildNode::command`, protocol in
 //! `tests/bin/test_node.rs`). Leases are 1 s, and so is the longest lease (`--lock-max-ttl-ms`):
 //! a replica new to a key waits that long before creating it, so first acquisitions wait.
@@ -458,12 +455,11 @@ async fn a_partition_2_3_grants_only_on_the_majority_side_and_fences_the_minorit
 /// for the key from then on: it may get it only once `n2` no longer holds it, and with a token
 /// past `n2`'s.
 ///
-/// KNOWN BUG (about 1 run in 4): the former minority's quarantine starts when its replicas
-/// see a majority again, but `n2` keeps renewing through {n2, n3, n4} until its own view shows
-/// the returning nodes, which can be later; `n0` and `n1` then grant `n0` (a larger token, so
-/// fencing holds) while `n2`'s lease still runs by its clock and by n3's and n4's.
+/// This failed about 1 run in 4 before replicas new to a key (here `n0` and `n1`, just out of
+/// their quarantine) had to hear every replica before their grant counted: `n2` keeps renewing
+/// through {n2, n3, n4} until its own view shows the returning nodes, which can be later than
+/// the quarantine's end, and only `n3` could tell.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known lock bug: right after a heal the former minority grants a key the majority's holder still holds (about 1 run in 4)"]
 async fn the_former_minority_does_not_grant_a_held_key_right_after_the_heal() {
     let Partitioned { mut c, key, t2, .. } = partition_and_heal().await;
     let asked = Instant::now();

@@ -72,6 +72,12 @@ pub enum Decision {
 pub struct Tally {
     replicas: usize,
     granted: Vec<(usize, u64)>,
+    /// A granter created the key's state: wait for every answer, and refuse if any replica
+    /// reports a running lease or does not vote.
+    created: bool,
+    answered: usize,
+    /// Replicas that did not vote (unreachable, no majority in sight, not a replica).
+    silent: usize,
     others: usize,
     held: Option<(Owner, u64, Duration)>,
     quarantined: Option<Duration>,
@@ -84,6 +90,9 @@ impl Tally {
         Self {
             replicas,
             granted: Vec::new(),
+            created: false,
+            answered: 0,
+            silent: 0,
             others: 0,
             held: None,
             quarantined: None,
@@ -93,8 +102,13 @@ impl Tally {
 
     /// Replica `index` answered; returns the decision once one is certain.
     pub fn add(&mut self, index: usize, answer: Answer) -> Option<Decision> {
+        self.answered += 1;
         match answer {
             Answer::Vote(Vote::Granted { token }) => self.granted.push((index, token)),
+            Answer::Vote(Vote::Created { token }) => {
+                self.created = true;
+                self.granted.push((index, token));
+            }
             Answer::Vote(Vote::Held {
                 owner,
                 token,
@@ -115,6 +129,7 @@ impl Tally {
             }
             Answer::Failed(reason) => {
                 self.others += 1;
+                self.silent += 1;
                 self.failed = Some(reason);
             }
         }
@@ -124,7 +139,18 @@ impl Tally {
     fn decision(&self) -> Option<Decision> {
         let need = majority(self.replicas);
         let granters: Vec<usize> = self.granted.iter().map(|g| g.0).collect();
-        if self.granted.len() >= need {
+        // A majority that includes a replica new to the key is not enough while another
+        // replica may still report a running lease (it knows what the new one cannot: a holder
+        // renewing through replicas that have not yet seen this membership). So such a grant
+        // counts only once every replica has voted and none reports a lease; a replica that
+        // cannot be heard blocks it (until the failure detector takes a dead one out of the
+        // view, and so out of the key's replicas).
+        let heard_all = self.answered >= self.replicas;
+        let objection = self.held.is_some() || self.silent > 0;
+        if self.created && self.granted.len() >= need && !heard_all && !objection {
+            return None;
+        }
+        if self.granted.len() >= need && !(self.created && objection) {
             let token = self.granted.iter().map(|g| g.1).max().unwrap_or(0);
             let confirm = self
                 .granted
@@ -138,7 +164,7 @@ impl Tally {
                 granters,
             });
         }
-        if self.replicas - self.others >= need {
+        if self.replicas - self.others >= need && !(self.created && objection) {
             return None;
         }
         // Not enough replicas left to grant: name the reason that matters most to the caller.
@@ -266,6 +292,58 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_majority_of_new_replicas_waits_for_the_last_and_yields_to_a_running_lease() {
+        let held = Vote::Held {
+            owner: owner(1),
+            token: 9,
+            remaining: Duration::from_millis(500),
+        };
+        // Two replicas create the key; the third still sees another's lease: refused.
+        let mut t = Tally::new(3);
+        assert_eq!(t.add(0, Answer::Vote(Vote::Created { token: 20 })), None);
+        assert_eq!(t.add(1, Answer::Vote(Vote::Created { token: 20 })), None);
+        assert!(matches!(
+            t.add(2, Answer::Vote(held.clone())),
+            Some(Decision::Refused {
+                refusal: Refusal::Held { .. },
+                ..
+            })
+        ));
+        // The Held answer first: refused as soon as a creation comes.
+        let mut t = Tally::new(3);
+        assert_eq!(t.add(2, Answer::Vote(held)), None);
+        assert_eq!(t.add(0, Answer::Vote(Vote::Granted { token: 10 })), None);
+        assert!(matches!(
+            t.add(1, Answer::Vote(Vote::Created { token: 20 })),
+            Some(Decision::Refused { .. })
+        ));
+        // The third cannot be heard: it might know a lease, so no grant yet.
+        let mut t = Tally::new(3);
+        assert_eq!(t.add(0, Answer::Vote(Vote::Created { token: 20 })), None);
+        assert_eq!(t.add(1, Answer::Vote(Vote::Granted { token: 10 })), None);
+        assert!(matches!(
+            t.add(2, Answer::Failed("down".into())),
+            Some(Decision::Refused {
+                refusal: Refusal::Unavailable { .. },
+                ..
+            })
+        ));
+        // Nobody objects: granted once every answer is in.
+        let mut t = Tally::new(3);
+        assert_eq!(t.add(0, Answer::Vote(Vote::Created { token: 20 })), None);
+        assert_eq!(t.add(1, Answer::Vote(Vote::Granted { token: 10 })), None);
+        assert!(matches!(
+            t.add(
+                2,
+                Answer::Vote(Vote::Quarantined {
+                    remaining: Duration::from_secs(1)
+                })
+            ),
+            Some(Decision::Granted { token: 20, .. })
+        ));
     }
 
     #[test]

@@ -79,6 +79,13 @@ pub enum Vote {
         /// The proposed fencing token.
         token: u64,
     },
+    /// Granted by creating the key's state here: the replica did not know the key (or knew it
+    /// only from a stale record). Another replica may still know a lease this one cannot, so
+    /// the acquirer waits for every replica's answer before it counts such a grant.
+    Created {
+        /// The proposed fencing token.
+        token: u64,
+    },
     /// Another owner's lease is running here.
     Held {
         /// Its holder.
@@ -171,7 +178,7 @@ impl LockTable {
         let token = stale_token.map_or(floor, |t| floor.max(t + 1));
         self.records
             .insert(key.to_string(), adopted(owner, token, ttl, now));
-        Vote::Granted { token }
+        Vote::Created { token }
     }
 
     /// The acquirer settled on `token` (the largest proposed): this replica records it, so
@@ -324,7 +331,7 @@ mod tests {
         let now = Instant::now();
         assert_eq!(
             t.grant("k", &owner(1), TTL, now, open(now)),
-            Vote::Granted { token: 1000 }
+            Vote::Created { token: 1000 }
         );
         assert!(matches!(
             t.grant("k", &owner(2), TTL, now, open(now)),
@@ -470,7 +477,7 @@ mod tests {
         };
         assert_eq!(
             t.grant("k", &owner(2), TTL, t1, allowed),
-            Vote::Granted { token: 1001 }
+            Vote::Created { token: 1001 }
         );
         // And from then on the record is trusted.
         assert!(matches!(

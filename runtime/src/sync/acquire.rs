@@ -155,7 +155,7 @@ impl LockRequest {
                         self.release_request(&owner),
                     );
                     late.then(move |i, answer| {
-                        if matches!(answer, Ok(Ballot::Granted { .. })) {
+                        if matches!(answer, Ok(Ballot::Granted { .. } | Ballot::Created { .. })) {
                             let timeout = client.caller.locks.settings.request_timeout;
                             let (client, release, at) =
                                 (client.clone(), release.clone(), [replicas[i]]);
@@ -245,6 +245,7 @@ impl IntoFuture for LockRequest {
 fn answer_of(answer: Result<Ballot, Error>) -> Answer {
     match answer {
         Ok(Ballot::Granted { token }) => Answer::Vote(Vote::Granted { token }),
+        Ok(Ballot::Created { token }) => Answer::Vote(Vote::Created { token }),
         Ok(Ballot::Held {
             owner,
             token,

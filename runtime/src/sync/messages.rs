@@ -54,6 +54,11 @@ pub(crate) enum Ballot {
     Granted {
         token: u64,
     },
+    /// Granted by creating the key's state (the replica did not know it, or only from a stale
+    /// record): counted only once every replica has answered and none reports a running lease.
+    Created {
+        token: u64,
+    },
     Held {
         owner: Owner,
         token: u64,

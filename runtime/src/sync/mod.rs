@@ -42,8 +42,9 @@ use replica::{LockService, Replica};
 #[non_exhaustive]
 pub struct LockSettings {
     /// The longest lease a replica grants (default 15 s). A replica new to a key waits this
-    /// long (plus a 2 % drift margin) before it creates the key: the quarantine that keeps a
-    /// restarted or newly responsible replica from granting a lease that is still running.
+    /// long (plus a 2 % drift margin and [`settle`](Self::settle)) before it creates the key:
+    /// the quarantine that keeps a restarted or newly responsible replica from granting a
+    /// lease that is still running.
     pub max_ttl: Duration,
     /// Replicas per key (default 3; a grant needs a strict majority of them).
     pub replicas: usize,
@@ -52,6 +53,11 @@ pub struct LockSettings {
     pub forget_after: Duration,
     /// Time allowed for one replica to answer one request (default 2 s).
     pub request_timeout: Duration,
+    /// Added to the quarantine: how much later than this node another node may see the same
+    /// membership change (gossip lag, failure detection, reconnection after a heal). Until
+    /// every node sees a change, a holder can still renew through the key's former replicas
+    /// (default 2 s; a heal was measured to take up to 1.3 s to be seen everywhere).
+    pub settle: Duration,
 }
 
 impl Default for LockSettings {
@@ -61,14 +67,15 @@ impl Default for LockSettings {
             replicas: 3,
             forget_after: Duration::from_secs(60),
             request_timeout: Duration::from_secs(2),
+            settle: Duration::from_secs(2),
         }
     }
 }
 
 impl LockSettings {
-    /// The quarantine: the longest lease, plus the drift margin.
+    /// The quarantine: the longest lease, plus the drift margin, plus the settling time.
     pub(crate) fn quarantine(&self) -> Duration {
-        self.max_ttl + self.max_ttl / 50
+        self.max_ttl + self.max_ttl / 50 + self.settle
     }
 }
 

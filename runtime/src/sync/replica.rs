@@ -116,6 +116,7 @@ impl Replica {
                 .grant(&req.key, &(&req.owner).into(), ttl, now, standing)
             {
                 Vote::Granted { token } => Ballot::Granted { token },
+                Vote::Created { token } => Ballot::Created { token },
                 Vote::Held {
                     owner,
                     token,
