@@ -57,7 +57,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for node in &nodes {
         colony_examples::wait_for("the cluster to form", || node.members().len() == 3).await;
     }
-    println!("3 nodes up; the first lock waits out the fresh cluster's quarantine ({MAX_TTL:?})");
+    println!("3 nodes up; the first lock waits out the fresh cluster's quarantine ({MAX_TTL:?} + 2 % + 2 s settle)");
 
     // 1. Contention: two workers per node append to the ledger under one lock.
     let ledger = Arc::new(Mutex::new(Ledger::default()));
@@ -122,7 +122,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("node-3's late write: {late:?}");
     assert!(late.is_err(), "the ledger refuses the stale holder");
     tokio::time::timeout(Duration::from_secs(10), stale.lost()).await?;
-    println!("node-3's guard knows its lease is lost: held = {}", stale.is_held());
+    println!(
+        "node-3's guard knows its lease is lost: held = {}",
+        stale.is_held()
+    );
     drop((stale, fresh));
     for node in &nodes {
         node.restore();

@@ -29,9 +29,10 @@
 //!     let vote = table.grant("invoice-42", &owner, Duration::from_secs(10), now, standing);
 //!     decision = decision.or(tally.add(i, Answer::Vote(vote)));
 //! }
-//! // Two votes decide; the token is the larger of the two proposals, and the replica that
-//! // proposed less is told.
-//! assert_eq!(decision, Some(Decision::Granted { token: 1_001, confirm: vec![0], granters: vec![0, 1] }));
+//! // A new key: every replica created it, so every vote counts (a replica that knew of a
+//! // running lease would have refused it). The token is the largest proposal; the replicas
+//! // that proposed less are told.
+//! assert_eq!(decision, Some(Decision::Granted { token: 1_002, confirm: vec![0, 1], granters: vec![0, 1, 2] }));
 //! ```
 
 mod census;

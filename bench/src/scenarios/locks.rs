@@ -689,15 +689,17 @@ mod tests {
             mb_per_s: 0.0,
             errors: 0,
         };
+        // colony, colony on a member, etcd (session), etcd (lease per lock).
         let runs = vec![
             vec![summary(2000.0, 100.0)],
+            vec![summary(4000.0, 50.0)],
             vec![summary(1000.0, 300.0)],
             vec![summary(500.0, 400.0)],
         ];
         let rates = row("r".into(), &runs, |x| x.throughput, rate, true);
-        assert_eq!(rates[4..], ["2.00×", "4.00×"]);
+        assert_eq!(rates[5..], ["2.00×", "4.00×"]);
         let latency = row("l".into(), &runs, |x| x.p50_us, us, false);
-        assert_eq!(latency[4..], ["3.00×", "4.00×"]);
+        assert_eq!(latency[5..], ["3.00×", "6.00×"]);
         assert_eq!(latency[1], "100 µs");
     }
 }
