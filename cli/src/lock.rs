@@ -47,22 +47,29 @@ pub(crate) async fn run(
     wait: Duration,
     command: &[String],
 ) -> Result<u8, String> {
+    let (program, args) = command
+        .split_first()
+        .ok_or("no command to run: colony lock <key> -- <command> [args...]")?;
     let guard = node
         .lock(key)
         .ttl(ttl)
         .wait(wait)
         .await
         .map_err(|e| failure(&e))?;
-    let (program, args) = command
-        .split_first()
-        .ok_or("no command to run: colony lock <key> -- <command> [args...]")?;
-    let mut child = Command::new(program)
+    let child = Command::new(program)
         .args(args)
         .env("COLONY_LOCK_TOKEN", guard.token().to_string())
         .env("COLONY_LOCK_KEY", key)
         .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot run {program:?}: {e}"))?;
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) => {
+            // Released now, not left to its TTL by a process about to exit.
+            let _ = guard.release().await;
+            return Err(format!("cannot run {program:?}: {e}"));
+        }
+    };
     let lost = guard.lost();
     let status = tokio::select! {
         status = child.wait() => status.map_err(|e| format!("waiting for {program:?}: {e}"))?,

@@ -116,7 +116,12 @@ async fn lock_refuses_bad_input_before_running_anything() {
     )
     .await;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).contains("400 BadRequest"), "{}", stderr(&out));
+    // The replica's own refusal, as it sent it (not a retry that ends in Unavailable).
+    assert!(
+        stderr(&out).contains("lock failed: 400 BadRequest"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -127,6 +127,10 @@ impl Tally {
                 self.others += 1;
                 self.failed = Some("the replica's lock table is full".into());
             }
+            Answer::Vote(Vote::Withdrawn) => {
+                self.others += 1;
+                self.failed = Some("the acquisition was released before it arrived".into());
+            }
             Answer::Failed(reason) => {
                 self.others += 1;
                 self.silent += 1;

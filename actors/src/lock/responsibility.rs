@@ -103,6 +103,13 @@ impl Responsibility {
         is_replica(key, self.members(), self.replicas, &self.me)
     }
 
+    /// Does an acquirer that names `theirs` as `key`'s replicas see the same ones as this
+    /// node? Order aside: both rank by the same hash.
+    pub fn agrees(&self, key: &str, theirs: &[String]) -> bool {
+        let ours = super::rendezvous::replicas(key, self.members(), self.replicas);
+        ours.len() == theirs.len() && ours.iter().all(|m| theirs.iter().any(|t| t == m))
+    }
+
     /// May this replica create `key` at `now` (or trust a stale record of it)? `floor` is what
     /// a new key's token starts from.
     pub fn creation(&self, key: &str, now: Instant, floor: u64) -> Creation {
@@ -209,6 +216,28 @@ mod tests {
             assert_eq!(r.since("k"), Some(t2));
         }
         assert!(!allowed(r.creation("k", t2 + Q / 2, 1)));
+    }
+
+    #[test]
+    fn only_an_acquirer_that_sees_the_same_replicas_is_agreed_with() {
+        let t0 = Instant::now();
+        let all = names(&["a", "b", "c", "d"]);
+        let mut r = Responsibility::new("a", 3, Q);
+        r.observe(t0, all.clone(), true);
+        let key = (0..100)
+            .map(|i| format!("k{i}"))
+            .find(|k| r.is_replica(k))
+            .unwrap();
+        let mut ours: Vec<String> = super::super::rendezvous::replicas(&key, &all, 3)
+            .into_iter()
+            .map(String::from)
+            .collect();
+        ours.reverse();
+        assert!(r.agrees(&key, &ours), "order does not matter");
+        // An acquirer that sees only this node would count one vote as a majority.
+        assert!(!r.agrees(&key, &names(&["a"])));
+        ours[0] = "z".into();
+        assert!(!r.agrees(&key, &ours));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! was not one of the key's replicas with a majority in sight at some point after it), and is
 //! answered like a key never seen, its token kept as a floor.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 /// Who asked for a lease: a node and an id unique to one acquisition on it. Two acquisitions
@@ -102,6 +102,10 @@ pub enum Vote {
     },
     /// The table holds [`MAX_KEYS`] keys already.
     Full,
+    /// This owner released the key before its request arrived here (requests travel on
+    /// streams of their own, so a release can overtake the acquisition it ends): nothing is
+    /// granted to it.
+    Withdrawn,
 }
 
 /// A replica's answer to a renewal.
@@ -122,10 +126,18 @@ pub enum Renewal {
 /// The most keys one replica keeps; a new key beyond them is refused with [`Vote::Full`].
 pub const MAX_KEYS: usize = 1 << 20;
 
+/// Releases remembered for owners that held nothing here when their release came: the most
+/// recent this many.
+const WITHDRAWN: usize = 4096;
+
 /// One replica's leases, per key.
 #[derive(Debug, Default)]
 pub struct LockTable {
     records: HashMap<String, Record>,
+    /// (key, owner) released before any grant to them here, as hashes (no allocation on the
+    /// grant path; a collision costs one refused round, not safety), newest last.
+    withdrawn: HashSet<(u64, u64)>,
+    withdrawn_order: VecDeque<(u64, u64)>,
 }
 
 impl LockTable {
@@ -139,6 +151,9 @@ impl LockTable {
         now: Instant,
         standing: Standing,
     ) -> Vote {
+        if self.is_withdrawn(key, owner) {
+            return Vote::Withdrawn;
+        }
         let stale_token = match self.records.get_mut(key) {
             Some(record) if record.touched >= standing.since => {
                 record.touched = now;
@@ -155,7 +170,7 @@ impl LockTable {
                         };
                     }
                 }
-                record.token += 1;
+                record.token = record.token.saturating_add(1);
                 record.lease = Some(Lease {
                     owner: owner.clone(),
                     token: record.token,
@@ -175,7 +190,7 @@ impl LockTable {
         if stale_token.is_none() && self.records.len() >= MAX_KEYS {
             return Vote::Full;
         }
-        let token = stale_token.map_or(floor, |t| floor.max(t + 1));
+        let token = stale_token.map_or(floor, |t| floor.max(t.saturating_add(1)));
         self.records
             .insert(key.to_string(), adopted(owner, token, ttl, now));
         Vote::Created { token }
@@ -210,6 +225,9 @@ impl LockTable {
         now: Instant,
         standing: Standing,
     ) -> Renewal {
+        if self.is_withdrawn(key, owner) {
+            return Renewal::Unknown;
+        }
         let may_adopt = matches!(standing.creation, Creation::Allowed { .. });
         let known = match self.records.get_mut(key) {
             Some(record) if record.touched >= standing.since => Some(record),
@@ -251,15 +269,35 @@ impl LockTable {
         }
     }
 
-    /// `owner` gives the key up. Releasing what it does not hold (already expired and taken,
-    /// or never granted here) changes nothing.
+    /// `owner` gives the key up. Releasing what it does not hold here (expired and taken, or
+    /// not granted yet because the release overtook the acquisition) remembers the owner, so a
+    /// grant or a renewal that arrives after it is refused.
     pub fn release(&mut self, key: &str, owner: &Owner) {
-        if let Some(record) = self.records.get_mut(key) {
+        let held = self
+            .records
+            .get(key)
+            .and_then(|r| r.lease.as_ref())
+            .is_some_and(|l| l.owner == *owner);
+        if held {
             // Not `touched`: a release says nothing about whether the record is current.
-            if record.lease.as_ref().is_some_and(|l| l.owner == *owner) {
+            if let Some(record) = self.records.get_mut(key) {
                 record.lease = None;
             }
+            return;
         }
+        let entry = withdrawal(key, owner);
+        if self.withdrawn.insert(entry) {
+            self.withdrawn_order.push_back(entry);
+            if self.withdrawn_order.len() > WITHDRAWN {
+                if let Some(oldest) = self.withdrawn_order.pop_front() {
+                    self.withdrawn.remove(&oldest);
+                }
+            }
+        }
+    }
+
+    fn is_withdrawn(&self, key: &str, owner: &Owner) -> bool {
+        !self.withdrawn.is_empty() && self.withdrawn.contains(&withdrawal(key, owner))
     }
 
     /// The lease running on `key` at `now`, if any.
@@ -291,6 +329,14 @@ impl LockTable {
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
     }
+}
+
+fn withdrawal(key: &str, owner: &Owner) -> (u64, u64) {
+    use crate::selector::stable_hash;
+    (
+        stable_hash(key.as_bytes()),
+        stable_hash(owner.node.as_bytes()) ^ owner.id,
+    )
 }
 
 fn adopted(owner: &Owner, token: u64, ttl: Duration, now: Instant) -> Record {
@@ -483,6 +529,26 @@ mod tests {
         assert!(matches!(
             t.grant("k", &owner(3), TTL, t1, allowed),
             Vote::Held { token: 1001, .. }
+        ));
+    }
+
+    #[test]
+    fn a_release_that_overtakes_its_acquisition_withdraws_it() {
+        let mut t = LockTable::default();
+        let now = Instant::now();
+        t.release("k", &owner(1));
+        assert_eq!(
+            t.grant("k", &owner(1), TTL, now, open(now)),
+            Vote::Withdrawn
+        );
+        assert_eq!(
+            t.renew("k", &owner(1), 5000, TTL, now, open(now)),
+            Renewal::Unknown
+        );
+        // Others are not affected.
+        assert!(matches!(
+            t.grant("k", &owner(2), TTL, now, open(now)),
+            Vote::Created { .. }
         ));
     }
 

@@ -166,7 +166,8 @@ impl ClusterView {
                     .push(instance.clone());
                 view.instances.insert(instance.id.clone(), instance);
             }
-            if !leaving && role == Role::Server {
+            // Client-only nodes may lead too (they can hold locks); leaving ones no longer do.
+            if !leaving {
                 for (election, token) in leaders_in(state.key_values()) {
                     let leader = Leader {
                         node: name.to_string(),

@@ -85,26 +85,38 @@ impl LockRequest {
                 self.ttl, locks.settings.max_ttl
             )));
         }
-        let deadline = Instant::now() + self.wait;
+        // A wait too long to represent is a wait without end.
+        let deadline = Instant::now().checked_add(self.wait);
         let mut backoff = BACKOFF_FIRST;
         loop {
             // A new owner each round: the releases of a lost round, which may arrive late,
             // must not free what a later round of the same acquisition was granted.
             let owner = locks.owner();
+            let (names, replicas) = locks.replicas_of(&self.key);
             let request = Acquire {
                 key: self.key.clone(),
                 owner: owner.clone(),
                 ttl_ms: self.ttl.as_millis() as u64,
+                replicas: names,
             };
-            let replicas = locks.replicas_of(&self.key);
             let asked = Instant::now();
             let mut tally = Tally::new(replicas.len());
+            // A replica that refuses the request itself (a key or lease it does not accept)
+            // ends the acquisition: retrying cannot help.
+            let mut bad = None;
             let (decision, late) = ask_all(
                 &self.client,
                 &replicas,
                 &request,
                 locks.settings.request_timeout,
-                |i, answer| tally.add(i, answer_of(answer)),
+                |i, answer| {
+                    if let Err(e) = &answer {
+                        if e.code() == Code::BadRequest {
+                            bad = Some(e.clone());
+                        }
+                    }
+                    tally.add(i, answer_of(answer))
+                },
             )
             .await;
             // Only with no replica at all: a node that has not heard of any server yet.
@@ -129,20 +141,27 @@ impl LockRequest {
                         self.confirm(&replicas, &confirm, &granters, &owner, token)
                             .await
                     };
-                    if confirmed {
+                    // A round slower than the lease (a slow replica, a long confirm) would hand
+                    // out a guard that has already run out.
+                    let valid_until = asked + validity(self.ttl);
+                    if confirmed && Instant::now() < valid_until {
                         return Ok(LockGuard::start(
                             self.client.clone(),
                             self.key,
                             owner,
                             token,
                             self.ttl,
-                            asked + validity(self.ttl),
+                            asked,
                         ));
                     }
                     let all: Vec<usize> = (0..replicas.len()).collect();
                     self.release_at(&replicas, &all, &owner);
                     Refusal::Unavailable {
-                        reason: "the token could not be confirmed by a majority".into(),
+                        reason: if confirmed {
+                            "the round took longer than the lease".into()
+                        } else {
+                            "the token could not be confirmed by a majority".into()
+                        },
                     }
                 }
                 Decision::Refused { refusal, granters } => {
@@ -154,8 +173,11 @@ impl LockRequest {
                         replicas.clone(),
                         self.release_request(&owner),
                     );
+                    // A call that timed out here may still be served there: free that too.
                     late.then(move |i, answer| {
-                        if matches!(answer, Ok(Ballot::Granted { .. } | Ballot::Created { .. })) {
+                        let granted =
+                            matches!(answer, Ok(Ballot::Granted { .. } | Ballot::Created { .. }));
+                        if granted || answer.is_err() {
                             let timeout = client.caller.locks.settings.request_timeout;
                             let (client, release, at) =
                                 (client.clone(), release.clone(), [replicas[i]]);
@@ -168,13 +190,15 @@ impl LockRequest {
                     refusal
                 }
             };
+            if let Some(bad) = bad {
+                return Err(bad);
+            }
             let now = Instant::now();
-            if now >= deadline {
+            if deadline.is_some_and(|d| now >= d) {
                 return Err(error_of(&self.key, refusal));
             }
-            let pause = backoff
-                .mul_f64(colony_actors::selector::random_unit())
-                .min(deadline - now);
+            let pause = backoff.mul_f64(colony_actors::selector::random_unit());
+            let pause = deadline.map_or(pause, |d| pause.min(d - now));
             backoff = (backoff * 2).min(BACKOFF_MAX);
             tokio::time::sleep(pause).await;
         }
@@ -259,6 +283,7 @@ fn answer_of(answer: Result<Ballot, Error>) -> Answer {
             remaining: Duration::from_millis(remaining_ms),
         }),
         Ok(Ballot::Full) => Answer::Vote(Vote::Full),
+        Ok(Ballot::Withdrawn) => Answer::Vote(Vote::Withdrawn),
         Ok(Ballot::NotReplica) => {
             Answer::Failed("a replica does not count itself among the key's replicas".into())
         }

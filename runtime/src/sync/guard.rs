@@ -49,14 +49,16 @@ impl std::fmt::Debug for LockGuard {
 }
 
 impl LockGuard {
+    /// A guard for a lease granted to a round that asked at `asked`.
     pub(super) fn start(
         client: Client,
         key: String,
         owner: Owner,
         token: u64,
         ttl: Duration,
-        valid_until: Instant,
+        asked: Instant,
     ) -> Self {
+        let valid_until = asked + validity(ttl);
         let held = Arc::new(Held {
             client,
             key,
@@ -66,7 +68,7 @@ impl LockGuard {
             valid_until: Mutex::new(valid_until),
             lost: CancellationToken::new(),
         });
-        let renewer = tokio::spawn(renew(held.clone()));
+        let renewer = tokio::spawn(renew(held.clone(), asked));
         Self {
             held,
             renewer: Some(renewer),
@@ -142,7 +144,7 @@ impl Drop for LockGuard {
 
 async fn release(held: &Held) -> Result<(), Error> {
     let locks = &held.client.caller.locks;
-    let replicas = locks.replicas_of(&held.key);
+    let (_, replicas) = locks.replicas_of(&held.key);
     let need = lock::majority(replicas.len());
     let mut heard = 0;
     let request = Release {
@@ -174,17 +176,12 @@ async fn release(held: &Held) -> Result<(), Error> {
 /// Renews every third of the TTL; after a failed round, again soon, until the lease would
 /// run out. Renewals go to the key's replicas in the current view, so a replica that replaced
 /// a departed one learns the holder from them.
-async fn renew(held: Arc<Held>) {
+async fn renew(held: Arc<Held>, asked: Instant) {
     let every = held.ttl / 3;
     let retry = (every / 4).min(Duration::from_millis(200));
     let locks = &held.client.caller.locks;
-    let request = Renew {
-        key: held.key.clone(),
-        owner: held.owner.clone(),
-        token: held.token,
-        ttl_ms: held.ttl.as_millis() as u64,
-    };
-    let mut next = Instant::now() + every;
+    // The schedule counts from when the lease was asked for, as its validity does.
+    let mut next = asked + every;
     loop {
         let valid_until = *held.valid_until.lock().unwrap_or_else(|e| e.into_inner());
         tokio::time::sleep_until(next.min(valid_until).into()).await;
@@ -196,7 +193,14 @@ async fn renew(held: Arc<Held>) {
             );
             return;
         }
-        let replicas = locks.replicas_of(&held.key);
+        let (names, replicas) = locks.replicas_of(&held.key);
+        let request = Renew {
+            key: held.key.clone(),
+            owner: held.owner.clone(),
+            token: held.token,
+            ttl_ms: held.ttl.as_millis() as u64,
+            replicas: names,
+        };
         let mut tally = RenewTally::new(replicas.len());
         let timeout = locks.settings.request_timeout.min(valid_until - asked);
         let outcome = ask_all(&held.client, &replicas, &request, timeout, |_, answer| {

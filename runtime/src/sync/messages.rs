@@ -46,6 +46,9 @@ pub(crate) struct Acquire {
     pub(crate) key: String,
     pub(crate) owner: Owner,
     pub(crate) ttl_ms: u64,
+    /// The key's replicas as the acquirer sees them: a replica that sees others does not
+    /// vote, so a majority is always one of a replica set the voters agree on.
+    pub(crate) replicas: Vec<String>,
 }
 
 /// A replica's vote, or why it does not vote.
@@ -68,6 +71,8 @@ pub(crate) enum Ballot {
         remaining_ms: u64,
     },
     Full,
+    /// This owner's release arrived first.
+    Withdrawn,
     /// The replica is not one of the key's replicas in its own view of the cluster.
     NotReplica,
     /// The replica does not see a majority of the cluster's members.
@@ -102,6 +107,8 @@ pub(crate) struct Renew {
     pub(crate) owner: Owner,
     pub(crate) token: u64,
     pub(crate) ttl_ms: u64,
+    /// The key's replicas as the holder sees them (see [`Acquire::replicas`]).
+    pub(crate) replicas: Vec<String>,
 }
 
 /// A replica's answer to a renewal.

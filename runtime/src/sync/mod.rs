@@ -58,6 +58,12 @@ pub struct LockSettings {
     /// every node sees a change, a holder can still renew through the key's former replicas
     /// (default 2 s; a heal was measured to take up to 1.3 s to be seen everywhere).
     pub settle: Duration,
+    /// A static quorum, as Akka's split-brain resolver has: if set, a replica votes only while
+    /// it sees at least this many live servers, whatever it remembers of the cluster. The
+    /// census starts empty when a node restarts, so without it, nodes that all restart while
+    /// cut off together count only each other, and see a majority (default `None`; set it to
+    /// a majority of the cluster's planned size to close that case).
+    pub min_quorum: Option<usize>,
 }
 
 impl Default for LockSettings {
@@ -68,6 +74,7 @@ impl Default for LockSettings {
             forget_after: Duration::from_secs(60),
             request_timeout: Duration::from_secs(2),
             settle: Duration::from_secs(2),
+            min_quorum: None,
         }
     }
 }
@@ -123,8 +130,9 @@ impl Locks {
         }
     }
 
-    /// The replicas of `key` in this node's current view, best first.
-    pub(crate) fn replicas_of(&self, key: &str) -> Vec<SocketAddr> {
+    /// The replicas of `key` in this node's current view, best first: their names (sent with
+    /// every request, so that a replica whose view differs does not vote) and addresses.
+    pub(crate) fn replicas_of(&self, key: &str) -> (Vec<String>, Vec<SocketAddr>) {
         let view = self.registry.current();
         let live: Vec<String> = view
             .members
@@ -135,8 +143,8 @@ impl Locks {
         colony_actors::lock::replicas(key, &live, self.settings.replicas)
             .into_iter()
             .filter_map(|name| view.members.iter().find(|m| m.name == name))
-            .map(|m| m.addr)
-            .collect()
+            .map(|m| (m.name.clone(), m.addr))
+            .unzip()
     }
 
     fn owner(&self) -> Owner {

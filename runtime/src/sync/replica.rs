@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use colony_actors::lock::{self, Census, LockTable, Renewal, Responsibility, Standing, Vote};
 
-use super::messages::{Acquire, Ballot, Confirm, Release, Renew, RenewAnswer};
+use super::messages::{Acquire, Ballot, Confirm, Release, Renew, RenewAnswer, MAX_KEY_LEN};
 use super::LockSettings;
 use crate::context::Context;
 use crate::error::Error;
@@ -57,8 +57,14 @@ impl Replica {
         self.responsibility.observe(now, live, quorum);
     }
 
-    /// This replica's standing on `key`, or why it may not vote on it now.
-    fn standing(&mut self, key: &str, now: Instant) -> Result<Standing, Ballot> {
+    /// This replica's standing on `key`, given the replicas the requester sees, or why it may
+    /// not vote on it now.
+    fn standing(
+        &mut self,
+        key: &str,
+        replicas: &[String],
+        now: Instant,
+    ) -> Result<Standing, Ballot> {
         let forgotten = self.census.forget(now, self.settings.forget_after);
         if !forgotten.is_empty() {
             tracing::info!(members = ?forgotten, "lock census: no longer counting members silent for the forget period");
@@ -67,13 +73,17 @@ impl Replica {
             self.responsibility
                 .observe(now, members, self.census.has_majority());
         }
-        if !self.census.has_majority() {
-            let (live, known) = self.census.counts();
+        let (live, known) = self.census.counts();
+        let below_static = self.settings.min_quorum.is_some_and(|q| live < q);
+        if !self.census.has_majority() || below_static {
             return Err(Ballot::NoQuorum { live, known });
         }
         let Some(since) = self.responsibility.since(key) else {
             return Err(Ballot::NotReplica);
         };
+        if !self.responsibility.agrees(key, replicas) {
+            return Err(Ballot::NotReplica);
+        }
         let wall_us = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
@@ -82,6 +92,16 @@ impl Replica {
             since,
             creation: self.responsibility.creation(key, now, wall_us),
         })
+    }
+
+    fn key(key: &str) -> Result<(), Error> {
+        if key.is_empty() || key.len() > MAX_KEY_LEN {
+            return Err(Error::bad_request(format!(
+                "lock key must be 1 to {MAX_KEY_LEN} bytes, got {}",
+                key.len()
+            )));
+        }
+        Ok(())
     }
 
     fn ttl(&self, ttl_ms: u64) -> Result<Duration, Error> {
@@ -103,10 +123,11 @@ impl Replica {
     }
 
     pub(crate) fn acquire(&mut self, req: &Acquire) -> Result<Ballot, Error> {
+        Self::key(&req.key)?;
         let ttl = self.ttl(req.ttl_ms)?;
         let now = Instant::now();
         self.sweep(now);
-        let standing = match self.standing(&req.key, now) {
+        let standing = match self.standing(&req.key, &req.replicas, now) {
             Ok(standing) => standing,
             Err(refusal) => return Ok(refusal),
         };
@@ -130,14 +151,16 @@ impl Replica {
                     remaining_ms: remaining.as_millis() as u64,
                 },
                 Vote::Full => Ballot::Full,
+                Vote::Withdrawn => Ballot::Withdrawn,
             },
         )
     }
 
     pub(crate) fn renew(&mut self, req: &Renew) -> Result<RenewAnswer, Error> {
+        Self::key(&req.key)?;
         let ttl = self.ttl(req.ttl_ms)?;
         let now = Instant::now();
-        let Ok(standing) = self.standing(&req.key, now) else {
+        let Ok(standing) = self.standing(&req.key, &req.replicas, now) else {
             return Ok(RenewAnswer::Unknown);
         };
         let owner: lock::Owner = (&req.owner).into();
