@@ -204,7 +204,7 @@ mod round_trip;
 
 pub(crate) use idle::idle;
 pub(crate) use in_process::local;
-pub(crate) use locks::{locks, LockSettings};
+pub(crate) use locks::{locks, LockArgs, LockSettings};
 pub(crate) use mailbox::full_mailbox;
 pub(crate) use pubsub::{pubsub, PubSubSettings};
 pub(crate) use remote::{rpc, sweep, RemoteEnv};

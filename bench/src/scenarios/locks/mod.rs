@@ -19,7 +19,10 @@ use crate::table::{rate, time_us, times, Table};
 
 use super::Section;
 
+mod args;
 mod systems;
+
+pub(crate) use args::LockArgs;
 
 use systems::{run, Env, System, SYSTEMS};
 
