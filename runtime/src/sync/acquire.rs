@@ -16,9 +16,13 @@ use crate::error::{Code, Error};
 
 /// Default lease: 10 s.
 const DEFAULT_TTL: Duration = Duration::from_secs(10);
-/// Retry backoff under contention: from 1 ms, doubling, up to 50 ms, with full jitter.
+/// Retry backoff under contention: from 1 ms, doubling, up to 50 ms, with full jitter; a
+/// waiter that has waited long (a candidate for leadership, say) backs off further, to a
+/// twentieth of its wait so far and at most 1 s, so that idle waiters do not keep the
+/// replicas busy.
 const BACKOFF_FIRST: Duration = Duration::from_millis(1);
 const BACKOFF_MAX: Duration = Duration::from_millis(50);
+const BACKOFF_LONG_WAIT: Duration = Duration::from_secs(1);
 
 /// An acquisition being set up: `.ttl(..)`, `.wait(..)`, then `.await` (or
 /// [`acquire`](LockRequest::acquire)).
@@ -87,6 +91,7 @@ impl LockRequest {
         }
         // A wait too long to represent is a wait without end.
         let deadline = Instant::now().checked_add(self.wait);
+        let started = Instant::now();
         let mut backoff = BACKOFF_FIRST;
         loop {
             // A new owner each round: the releases of a lost round, which may arrive late,
@@ -199,7 +204,8 @@ impl LockRequest {
             }
             let pause = backoff.mul_f64(colony_actors::selector::random_unit());
             let pause = deadline.map_or(pause, |d| pause.min(d - now));
-            backoff = (backoff * 2).min(BACKOFF_MAX);
+            let cap = (started.elapsed() / 20).clamp(BACKOFF_MAX, BACKOFF_LONG_WAIT);
+            backoff = (backoff * 2).min(cap);
             tokio::time::sleep(pause).await;
         }
     }
