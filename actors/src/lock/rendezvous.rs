@@ -9,10 +9,10 @@ use crate::selector::stable_hash;
 /// The `r` members with the highest weight for `key`, best first. Names, not addresses: a node
 /// restarted elsewhere keeps its keys. The hash is fixed (FNV-1a with a SplitMix finaliser),
 /// so nodes built by different compilers agree.
-pub fn replicas<'m>(key: &str, members: &'m [String], r: usize) -> Vec<&'m str> {
+pub fn replicas<'m, M: AsRef<str>>(key: &str, members: &'m [M], r: usize) -> Vec<&'m str> {
     let mut ranked: Vec<(u64, &str)> = members
         .iter()
-        .map(|m| (weight(m, key), m.as_str()))
+        .map(|m| (weight(m.as_ref(), key), m.as_ref()))
         .collect();
     // Ties (equal weights) are broken by name so every node orders them alike.
     ranked.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
@@ -21,7 +21,7 @@ pub fn replicas<'m>(key: &str, members: &'m [String], r: usize) -> Vec<&'m str> 
 }
 
 /// True if `me` is among the `r` replicas of `key`.
-pub fn is_replica(key: &str, members: &[String], r: usize, me: &str) -> bool {
+pub fn is_replica<M: AsRef<str>>(key: &str, members: &[M], r: usize, me: &str) -> bool {
     replicas(key, members, r).contains(&me)
 }
 
@@ -58,7 +58,7 @@ mod tests {
         let mut got = replicas("k", &m, 3);
         got.sort_unstable();
         assert_eq!(got, vec!["node-0", "node-1"]);
-        assert!(replicas("k", &[], 3).is_empty());
+        assert!(replicas::<String>("k", &[], 3).is_empty());
     }
 
     #[test]

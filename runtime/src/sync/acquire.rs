@@ -2,6 +2,7 @@
 //! replicas.
 
 use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
@@ -183,13 +184,7 @@ impl LockRequest {
                         let granted =
                             matches!(answer, Ok(Ballot::Granted { .. } | Ballot::Created { .. }));
                         if granted || answer.is_err() {
-                            let timeout = client.caller.locks.settings.request_timeout;
-                            let (client, release, at) =
-                                (client.clone(), release.clone(), [replicas[i]]);
-                            tokio::spawn(async move {
-                                let _ = ask_all(&client, &at, &release, timeout, |_, _| None::<()>)
-                                    .await;
-                            });
+                            release_in_background(&client, vec![replicas[i]], release.clone());
                         }
                     });
                     refusal
@@ -214,7 +209,7 @@ impl LockRequest {
     /// the replicas then hold `token`.
     async fn confirm(
         &self,
-        replicas: &[std::net::SocketAddr],
+        replicas: &[SocketAddr],
         confirm: &[usize],
         granters: &[usize],
         owner: &Owner,
@@ -240,18 +235,22 @@ impl LockRequest {
     }
 
     /// Frees the replicas that granted a round the acquirer did not win, without waiting.
-    fn release_at(&self, replicas: &[std::net::SocketAddr], granters: &[usize], owner: &Owner) {
-        if granters.is_empty() {
-            return;
-        }
-        let targets: Vec<_> = granters.iter().map(|&i| replicas[i]).collect();
-        let client = self.client.clone();
-        let request = self.release_request(owner);
-        let timeout = client.caller.locks.settings.request_timeout;
-        tokio::spawn(async move {
-            ask_all(&client, &targets, &request, timeout, |_, _| None::<()>).await;
-        });
+    fn release_at(&self, replicas: &[SocketAddr], granters: &[usize], owner: &Owner) {
+        let targets = granters.iter().map(|&i| replicas[i]).collect();
+        release_in_background(&self.client, targets, self.release_request(owner));
     }
+}
+
+/// Sends `request` to `targets` on a task of its own; answers are not awaited.
+fn release_in_background(client: &Client, targets: Vec<SocketAddr>, request: Release) {
+    if targets.is_empty() {
+        return;
+    }
+    let client = client.clone();
+    let timeout = client.caller.locks.settings.request_timeout;
+    tokio::spawn(async move {
+        ask_all(&client, &targets, &request, timeout, |_, _| None::<()>).await;
+    });
 }
 
 impl LockRequest {

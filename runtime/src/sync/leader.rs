@@ -8,7 +8,7 @@
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -112,8 +112,7 @@ impl Election {
             }
         });
         Ok(Leadership {
-            guard: Some(guard),
-            node: Arc::downgrade(&self.shared),
+            guard,
             name: self.name,
         })
     }
@@ -128,11 +127,11 @@ impl IntoFuture for Election {
     }
 }
 
-/// This node leads an election while this lives (and its lease holds); dropping it resigns.
+/// This node leads an election while this lives (and its lease holds); dropping it resigns
+/// (the lock's guard releases itself, its `lost()` fires and the announcement goes).
 #[derive(Debug)]
 pub struct Leadership {
-    guard: Option<LockGuard>,
-    node: Weak<Shared>,
+    guard: LockGuard,
     name: String,
 }
 
@@ -145,40 +144,23 @@ impl Leadership {
     /// This leadership's fencing token: larger than every earlier leader's. Pass it to
     /// whatever the leader writes, so a deposed leader's late writes are refused.
     pub fn token(&self) -> u64 {
-        self.guard.as_ref().map_or(0, LockGuard::token)
+        self.guard.token()
     }
 
     /// True while the lease runs (a check, not a guarantee: see [`LockGuard`]).
     pub fn is_leader(&self) -> bool {
-        self.guard.as_ref().is_some_and(LockGuard::is_held)
+        self.guard.is_held()
     }
 
     /// Resolves when leadership ends: lease lost, taken, or resigned.
     pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
-        let lost = self.guard.as_ref().map(LockGuard::lost);
-        async move {
-            if let Some(lost) = lost {
-                lost.await;
-            }
-        }
+        self.guard.lost()
     }
 
     /// Steps down now: the lock is released and the announcement withdrawn, so another
     /// candidate leads without waiting for the lease to run out.
-    pub async fn resign(mut self) -> Result<(), Error> {
-        match self.guard.take() {
-            Some(guard) => guard.release().await,
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for Leadership {
-    fn drop(&mut self) {
-        // The guard releases itself when dropped; its lost() fires and the announcement goes.
-        if self.node.upgrade().is_none() {
-            tracing::debug!(election = %self.name, "leadership dropped after its node");
-        }
+    pub async fn resign(self) -> Result<(), Error> {
+        self.guard.release().await
     }
 }
 

@@ -134,11 +134,11 @@ impl Locks {
     /// every request, so that a replica whose view differs does not vote) and addresses.
     pub(crate) fn replicas_of(&self, key: &str) -> (Vec<String>, Vec<SocketAddr>) {
         let view = self.registry.current();
-        let live: Vec<String> = view
+        let live: Vec<&str> = view
             .members
             .iter()
             .filter(|m| m.role == Role::Server && !m.leaving)
-            .map(|m| m.name.clone())
+            .map(|m| m.name.as_str())
             .collect();
         colony_actors::lock::replicas(key, &live, self.settings.replicas)
             .into_iter()
