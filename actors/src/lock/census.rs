@@ -14,9 +14,20 @@ use std::time::{Duration, Instant};
 pub struct Census {
     /// `None`: live now; `Some(t)`: silent since `t`.
     known: HashMap<String, Option<Instant>>,
+    /// A static quorum: the fewest live members that count as one, whatever is known.
+    floor: usize,
 }
 
 impl Census {
+    /// A census that also needs at least `floor` live members (a static quorum, as Akka's
+    /// split-brain resolver offers: it holds after a restart, when the census starts empty).
+    pub fn with_floor(floor: usize) -> Self {
+        Self {
+            floor,
+            ..Self::default()
+        }
+    }
+
     /// At `now` the live servers are `live`; the ones in `leaving` said goodbye.
     pub fn observe<'a>(
         &mut self,
@@ -37,15 +48,15 @@ impl Census {
         }
     }
 
-    /// Strictly more than half of the known members are live.
-    pub fn has_majority(&self) -> bool {
-        let live = self.known.values().filter(|s| s.is_none()).count();
-        live * 2 > self.known.len()
+    /// Strictly more than half of the known members are live, and at least the floor.
+    pub fn has_quorum(&self) -> bool {
+        let (live, known) = self.counts();
+        live * 2 > known && live >= self.floor
     }
 
     /// Stops counting members silent for `after`, if a majority is live without them.
     pub fn forget(&mut self, now: Instant, after: Duration) -> Vec<String> {
-        if !self.has_majority() {
+        if !self.has_quorum() {
             return Vec::new();
         }
         let gone: Vec<String> = self
@@ -80,17 +91,28 @@ mod tests {
         let all = ["a", "b", "c", "d", "e"];
         minority.observe(t0, all, []);
         majority.observe(t0, all, []);
-        assert!(minority.has_majority());
+        assert!(minority.has_quorum());
         let t1 = t0 + Duration::from_secs(1);
         minority.observe(t1, ["a", "b"], []);
         majority.observe(t1, ["c", "d", "e"], []);
-        assert!(!minority.has_majority());
-        assert!(majority.has_majority());
+        assert!(!minority.has_quorum());
+        assert!(majority.has_quorum());
         let much_later = t1 + after * 10;
         assert!(minority.forget(much_later, after).is_empty());
-        assert!(!minority.has_majority());
+        assert!(!minority.has_quorum());
         assert_eq!(majority.forget(much_later, after).len(), 2);
         assert_eq!(majority.counts(), (3, 3));
+    }
+
+    #[test]
+    fn a_floor_holds_where_the_remembered_members_do_not() {
+        let t0 = Instant::now();
+        // Restarted while cut off: only the two of this side are known, yet no quorum.
+        let mut c = Census::with_floor(3);
+        c.observe(t0, ["a", "b"], []);
+        assert!(!c.has_quorum());
+        c.observe(t0, ["a", "b", "c"], []);
+        assert!(c.has_quorum());
     }
 
     #[test]
@@ -99,7 +121,7 @@ mod tests {
         let mut c = Census::default();
         c.observe(t0, ["a", "b", "c", "d"], []);
         c.observe(t0, ["a", "b"], ["c", "d"]);
-        assert!(c.has_majority());
+        assert!(c.has_quorum());
         assert_eq!(c.counts(), (2, 2));
     }
 }

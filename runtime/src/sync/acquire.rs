@@ -293,7 +293,7 @@ fn answer_of(answer: Result<Ballot, Error>) -> Answer {
             Answer::Failed("a replica does not count itself among the key's replicas".into())
         }
         Ok(Ballot::NoQuorum { live, known }) => Answer::Failed(format!(
-            "a replica sees only {live} of {known} members (no majority: partitioned?)"
+            "a replica sees only {live} of {known} members live: no quorum (partitioned, or below LockSettings::min_quorum?)"
         )),
         Err(e) => Answer::Failed(e.to_string()),
     }

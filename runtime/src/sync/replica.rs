@@ -35,7 +35,7 @@ impl Replica {
             responsibility: Responsibility::new(me, settings.replicas, settings.quarantine()),
             settings,
             table: LockTable::default(),
-            census: Census::default(),
+            census: Census::with_floor(settings.min_quorum.unwrap_or(0)),
             last_sweep: Instant::now(),
         }
     }
@@ -53,7 +53,7 @@ impl Replica {
             live.iter().map(String::as_str),
             servers.filter(|m| m.leaving).map(|m| m.name.as_str()),
         );
-        let quorum = self.census.has_majority();
+        let quorum = self.census.has_quorum();
         self.responsibility.observe(now, live, quorum);
     }
 
@@ -71,11 +71,10 @@ impl Replica {
             // Forgetting can give this node a majority again: a new membership for the rule.
             let members = self.responsibility.members().to_vec();
             self.responsibility
-                .observe(now, members, self.census.has_majority());
+                .observe(now, members, self.census.has_quorum());
         }
-        let (live, known) = self.census.counts();
-        let below_static = self.settings.min_quorum.is_some_and(|q| live < q);
-        if !self.census.has_majority() || below_static {
+        if !self.census.has_quorum() {
+            let (live, known) = self.census.counts();
             return Err(Ballot::NoQuorum { live, known });
         }
         let Some(since) = self.responsibility.since(key) else {
